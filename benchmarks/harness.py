@@ -89,7 +89,9 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 def format_table(core: str, results: list[Result]) -> str:
     """A plain-text table: metric, sdi, each baseline and sdi's ratio to it."""
     lines = [f"== {core} =="]
-    header = f"{'metric':<44} {'unit':<12} {'sdi':>12}   baselines (value, sdi ratio; >1 = sdi better)"
+    header = (
+        f"{'metric':<44} {'unit':<12} {'sdi':>12}   baselines (value, sdi ratio; >1 = sdi better)"
+    )
     lines.append(header)
     lines.append("-" * len(header))
     for result in results:

@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the results of one core here")
     parser.add_argument("--json-dir", type=Path, help="write <core>.json for each core here")
-    parser.add_argument("--plot", action="store_true", help="also write <core>.png (needs --json-dir)")
+    parser.add_argument(
+        "--plot", action="store_true", help="also write <core>.png (needs --json-dir)"
+    )
     args = parser.parse_args(argv)
 
     scale: Scale = "tiny" if args.tiny else "quick" if args.quick else "full"

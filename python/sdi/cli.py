@@ -1,0 +1,191 @@
+"""The ``sdi`` command: run every finished system, one system, or a benchmark.
+
+sdi up                      every finished service on embedded defaults
+sdi serve status --port 0   one service in the foreground
+sdi systems                 the thirteen systems and where each stands
+sdi bench ring --quick      a core's benchmark beside its baselines
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import sdi
+from sdi.runtime import Service, ServiceConfig, run, run_services
+from sdi.runtime.status import StatusService
+from sdi.systems import SYSTEMS, System
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_STATUS_PORT = 8700
+
+
+def default_data_dir() -> Path:
+    """``$SDI_DATA_DIR``, else ``$XDG_DATA_HOME/sdi``, else ``~/.local/share/sdi``."""
+    if explicit := os.environ.get("SDI_DATA_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sdi"
+
+
+def built_systems() -> list[System]:
+    return [system for system in SYSTEMS if system.state == "built"]
+
+
+def make_service(system: System) -> Service:
+    """Imports the system's service module and builds its service."""
+    if system.service_module is None:
+        raise SystemExit(
+            f"sdi serve {system.key}: {system.title} is not built yet; "
+            "`sdi systems` lists what is, and the README's status table says what is next"
+        )
+    module = importlib.import_module(system.service_module)
+    service: Service = module.service()
+    return service
+
+
+def _add_service_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=int, default=default_port, help="port to listen on; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"where files are kept (default {default_data_dir()})",
+    )
+
+
+def _port(value: int, parser: argparse.ArgumentParser) -> int:
+    if not 0 <= value <= 65535:
+        parser.error(f"--port must be between 0 and 65535, not {value}")
+    return value
+
+
+def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    data_dir: Path = args.data_dir or default_data_dir()
+    port = _port(args.port, parser)
+    running: dict[str, str] = {}
+    services: list[tuple[Service, ServiceConfig]] = []
+    for offset, system in enumerate(built_systems(), start=1):
+        service_port = 0 if port == 0 else port + offset
+        services.append(
+            (make_service(system), ServiceConfig(args.host, service_port, data_dir / system.key))
+        )
+    status = StatusService(lambda: running)
+    services.insert(0, (status, ServiceConfig(args.host, port, data_dir / "status")))
+    not_built = [system.key for system in SYSTEMS if system.state != "built"]
+    print(f"sdi {sdi.__version__} up: data in {data_dir}", flush=True)
+    if not_built:
+        print(f"not built yet: {', '.join(not_built)}", flush=True)
+
+    def ready(endpoints: list[sdi.runtime.Endpoint]) -> None:
+        for endpoint in endpoints:
+            if endpoint.name != "status":
+                running[endpoint.name] = endpoint.url
+        print("all services up; Ctrl-C stops them cleanly", flush=True)
+
+    run(lambda: run_services(services, on_ready=ready))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    data_dir: Path = args.data_dir or default_data_dir()
+    port = _port(args.port, parser)
+    service: Service
+    if args.system == "status":
+        service = StatusService()
+    else:
+        service = make_service(next(s for s in SYSTEMS if s.key == args.system))
+    config = ServiceConfig(args.host, port, data_dir / args.system)
+    run(lambda: run_services([(service, config)]))
+    return 0
+
+
+def cmd_systems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    for system in SYSTEMS:
+        print(f"{system.chapter:>2}  {system.key:<12} {system.state:<14} {system.title}")
+    return 0
+
+
+def source_root() -> Path | None:
+    """The source checkout sdi runs from (editable installs), if there is one."""
+    candidate = Path(sdi.__file__).resolve().parents[2]
+    return candidate if (candidate / "benchmarks" / "run.py").is_file() else None
+
+
+def cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    root = source_root()
+    if root is None:
+        print(
+            "sdi bench: the benchmarks live in the source checkout (benchmarks/run.py); "
+            "clone the repository and run `make bench` there",
+            file=sys.stderr,
+        )
+        return 2
+    command = [sys.executable, str(root / "benchmarks" / "run.py"), args.core, *args.rest]
+    return subprocess.call(command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdi",
+        description="The thirteen systems of System Design Interview Vol. 2, built for real.",
+    )
+    parser.add_argument("--version", action="version", version=f"sdi {sdi.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    up = commands.add_parser(
+        "up",
+        help="run every finished service and the status page",
+        description="Start every finished service on embedded defaults, in one process, "
+        "with the status page on --port and each service on the ports after it. "
+        "Ctrl-C or SIGTERM stops them cleanly.",
+    )
+    _add_service_arguments(up, DEFAULT_STATUS_PORT)
+    up.set_defaults(handler=cmd_up)
+
+    keys = ["status", *(system.key for system in SYSTEMS)]
+    states = "; ".join(f"{system.key}: {system.state}" for system in SYSTEMS)
+    serve = commands.add_parser(
+        "serve",
+        help="run one system's service in the foreground",
+        description="Run one system in the foreground; logs one line when it listens and "
+        f"stops cleanly on SIGINT or SIGTERM. Systems: status (the status page); {states}.",
+    )
+    serve.add_argument("system", choices=keys, metavar="system", help=", ".join(keys))
+    _add_service_arguments(serve, DEFAULT_STATUS_PORT)
+    serve.set_defaults(handler=cmd_serve)
+
+    systems = commands.add_parser("systems", help="list the thirteen systems and their state")
+    systems.set_defaults(handler=cmd_systems)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run a core's benchmark beside its baselines",
+        description="Runs benchmarks/run.py from the source checkout; "
+        "arguments after the core (--quick, --json PATH, ...) are passed on.",
+    )
+    bench.add_argument("core", help="the core to measure (ring, resp, ...) or all")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="passed to benchmarks/run.py")
+    bench.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.handler(args, parser)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""A small HTTP/1.1 server on asyncio streams, for sdi's JSON and status endpoints.
+
+It handles what a browser, curl or a JSON client sends: keep-alive, bodies
+with ``Content-Length``, ``HEAD``, and bounded headers and bodies (a request
+past a limit gets ``413`` or ``431`` and the connection is closed). It does not
+do chunked request bodies or TLS; a service that needs them brings its own.
+
+>>> import asyncio
+>>> async def hello(request: Request) -> Response:
+...     return Response.json({"path": request.path})
+>>> async def demo() -> bytes:
+...     server = HttpServer(hello)
+...     port = await server.start("127.0.0.1", 0)
+...     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+...     writer.write(b"GET /x?a=1 HTTP/1.1\\r\\nHost: t\\r\\nConnection: close\\r\\n\\r\\n")
+...     reply = await reader.read()
+...     writer.close()
+...     await server.stop()
+...     return reply.split(b"\\r\\n\\r\\n", 1)[1]
+>>> asyncio.run(demo())
+b'{"path": "/x"}'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["HttpServer", "Request", "Response"]
+
+REQUEST_HEAD_BYTES_MAX = 16 * 1024
+REQUEST_BODY_BYTES_MAX = 1024 * 1024
+KEEP_ALIVE_SECONDS = 30.0
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class Request:
+    """One parsed request. Header names are lower-case."""
+
+    method: str
+    target: str
+    version: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query)
+
+
+@dataclass
+class Response:
+    """A response; build JSON, text and HTML ones with the class methods."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, value: object, status: int = 200) -> Response:
+        return cls(status, json.dumps(value).encode(), {"content-type": "application/json"})
+
+    @classmethod
+    def text(cls, text: str, status: int = 200, content_type: str = "text/plain") -> Response:
+        return cls(status, text.encode(), {"content-type": f"{content_type}; charset=utf-8"})
+
+    @classmethod
+    def error(cls, status: int, message: str) -> Response:
+        return cls.json({"error": message, "status": status}, status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _BadRequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HttpServer:
+    """Serves ``handler`` over HTTP/1.1; ``stop()`` lets in-flight requests finish."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        body_bytes_max: int = REQUEST_BODY_BYTES_MAX,
+        head_bytes_max: int = REQUEST_HEAD_BYTES_MAX,
+    ) -> None:
+        self._handler = handler
+        self._body_bytes_max = body_bytes_max
+        self._head_bytes_max = head_bytes_max
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self, host: str, port: int) -> int:
+        """Listens on ``host:port`` (``port`` 0 picks a free one); returns the port."""
+        self._server = await asyncio.start_server(
+            self._connection, host, port, limit=self._head_bytes_max
+        )
+        sockname = self._server.sockets[0].getsockname()
+        return int(sockname[1])
+
+    async def stop(self) -> None:
+        """Stops listening, lets requests in progress finish, closes idle connections."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        idle = self._connections - self._busy
+        for task in idle:
+            task.cancel()
+        if self._busy:
+            await asyncio.wait(set(self._busy), timeout=SHUTDOWN_GRACE_SECONDS)
+        for task in self._connections:
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer, task)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            self._connections.discard(task)
+            self._busy.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None]
+    ) -> None:
+        while not self._stopping:
+            try:
+                async with asyncio.timeout(KEEP_ALIVE_SECONDS):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.LimitOverrunError:
+                await self._send(writer, Response.error(431, "request head too large"), "", False)
+                return
+            except asyncio.IncompleteReadError:
+                return
+            self._busy.add(task)
+            try:
+                request = self._parse_head(head)
+                length = int(request.headers.get("content-length", "0") or "0")
+                if length < 0:
+                    raise _BadRequestError(400, "negative Content-Length")
+                if length > self._body_bytes_max:
+                    raise _BadRequestError(413, f"body over {self._body_bytes_max} bytes")
+                if request.headers.get("transfer-encoding"):
+                    raise _BadRequestError(501, "chunked request bodies are not supported here")
+                request.body = await reader.readexactly(length) if length else b""
+            except _BadRequestError as bad:
+                await self._send(writer, Response.error(bad.status, str(bad)), "", False)
+                return
+            except ValueError:
+                await self._send(writer, Response.error(400, "bad Content-Length"), "", False)
+                return
+            keep_alive = self._keep_alive(request)
+            try:
+                response = await self._handler(request)
+            except Exception as error:  # A handler bug must not kill the server.
+                response = Response.error(500, f"internal error: {type(error).__name__}")
+            await self._send(writer, response, request.method, keep_alive)
+            self._busy.discard(task)
+            if not keep_alive:
+                return
+
+    @staticmethod
+    def _keep_alive(request: Request) -> bool:
+        connection = request.headers.get("connection", "").lower()
+        if request.version == "HTTP/1.0":
+            return connection == "keep-alive"
+        return connection != "close"
+
+    @staticmethod
+    def _parse_head(head: bytes) -> Request:
+        try:
+            text = head.decode("latin-1")
+        except UnicodeDecodeError as error:  # pragma: no cover - latin-1 decodes every byte
+            raise _BadRequestError(400, "undecodable request head") from error
+        lines = text.split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _BadRequestError(400, "malformed request line")
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise _BadRequestError(400, f"malformed header line {line[:40]!r}")
+            headers[name.lower()] = value.strip()
+        return Request(method, target, version, headers)
+
+    async def _send(
+        self, writer: asyncio.StreamWriter, response: Response, method: str, keep_alive: bool
+    ) -> None:
+        try:
+            reason = HTTPStatus(response.status).phrase
+        except ValueError:
+            reason = ""
+        headers = {
+            "server": "sdi",
+            "content-length": str(len(response.body)),
+            "connection": "keep-alive" if keep_alive else "close",
+            **response.headers,
+        }
+        head = f"HTTP/1.1 {response.status} {reason}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in headers.items()
+        )
+        writer.write(head.encode("latin-1") + b"\r\n")
+        if method != "HEAD":
+            writer.write(response.body)
+        await writer.drain()

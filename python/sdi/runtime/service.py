@@ -1,0 +1,99 @@
+"""What every sdi service implements, and the loop that runs a set of them.
+
+A service listens on one main port (plus ports of its own), keeps its files
+under its own folder of the data directory, and stops cleanly: requests in
+flight finish, stores flush. ``run_services`` starts services in order, prints
+each endpoint with a client command to paste, waits for SIGINT or SIGTERM, and
+stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["Endpoint", "Service", "ServiceConfig", "run", "run_services"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a running service listens, and a command a user can paste to try it."""
+
+    name: str
+    url: str
+    try_it: str
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where a service listens and keeps its files."""
+
+    host: str
+    port: int
+    data_dir: Path
+
+
+class Service(abc.ABC):
+    """A long-running system: ``start`` returns its endpoints, ``stop`` drains and flushes."""
+
+    key: str
+
+    @abc.abstractmethod
+    async def start(self, config: ServiceConfig) -> list[Endpoint]:
+        """Opens stores under ``config.data_dir`` and starts listening."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stops listening, lets in-flight work finish and flushes stores."""
+
+
+async def run_services(
+    services: Sequence[tuple[Service, ServiceConfig]],
+    *,
+    out: TextIO = sys.stdout,
+    on_ready: Callable[[list[Endpoint]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Runs ``services`` until SIGINT/SIGTERM (or ``stop`` is set), then stops them."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    started: list[Service] = []
+    endpoints: list[Endpoint] = []
+    try:
+        for service, config in services:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            service_endpoints = await service.start(config)
+            started.append(service)
+            for endpoint in service_endpoints:
+                print(f"sdi {endpoint.name} listening on {endpoint.url}", file=out, flush=True)
+                print(f"    try: {endpoint.try_it}", file=out, flush=True)
+            endpoints.extend(service_endpoints)
+        if on_ready is not None:
+            on_ready(endpoints)
+        await stop.wait()
+        print("sdi stopping: letting requests in flight finish", file=out, flush=True)
+    finally:
+        for service in reversed(started):
+            await service.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    print("sdi stopped cleanly", file=out, flush=True)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Runs the coroutine function ``main`` on uvloop (asyncio's loop where uvloop is missing)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

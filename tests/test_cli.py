@@ -1,0 +1,129 @@
+"""The ``sdi`` command as a user runs it: a real process, real HTTP, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import sdi
+from sdi.systems import SYSTEMS
+
+SDI = [sys.executable, "-m", "sdi.cli"]
+
+
+def _start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """Starts ``sdi`` and waits for its first 'listening on' line; returns the process and URL."""
+    process = subprocess.Popen(
+        [*SDI, *args, "--port", "0", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"listening on (http://\S+)", line)
+        if match:
+            return process, match.group(1)
+    process.kill()
+    raise AssertionError(f"sdi never said it was listening; it printed: {''.join(lines)}")
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+def _stop(process: subprocess.Popen[str], signum: int) -> str:
+    process.send_signal(signum)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+    return out
+
+
+def test_version() -> None:
+    out = subprocess.run([*SDI, "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"sdi {sdi.__version__}"
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([*SDI, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("up", "serve", "systems", "bench"):
+        assert command in out
+
+
+def test_serve_help_lists_every_system() -> None:
+    out = subprocess.run(
+        [*SDI, "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for system in SYSTEMS:
+        assert system.key in out
+
+
+def test_serving_a_system_that_is_not_built_says_so() -> None:
+    unbuilt = next(system for system in SYSTEMS if system.state != "built")
+    result = subprocess.run([*SDI, "serve", unbuilt.key], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "not built yet" in result.stderr
+
+
+def test_bad_port_is_refused_with_a_message() -> None:
+    result = subprocess.run([*SDI, "up", "--port", "70000"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--port must be between 0 and 65535" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_up_serves_the_status_page_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
+    process, url = _start(["up"], tmp_path)
+    try:
+        status, body = _get(url + "api/status")
+        assert status == 200
+        document = json.loads(body)
+        assert [entry["key"] for entry in document["systems"]] == [s.key for s in SYSTEMS]
+        for entry, system in zip(document["systems"], SYSTEMS, strict=True):
+            expected = "running" if system.state == "built" else "not built yet"
+            assert entry["state"] == expected
+        status, page = _get(url)
+        assert status == 200
+        for system in SYSTEMS:
+            assert system.title.encode() in page
+        assert _get(url + "healthz") == (200, b"ok\n")
+    finally:
+        if process.poll() is None:
+            out = _stop(process, signum)
+    assert "stopped cleanly" in out
+    assert (tmp_path / "data" / "status").is_dir()
+
+
+def test_serve_status_follows_the_service_contract(tmp_path: Path) -> None:
+    process, url = _start(["serve", "status"], tmp_path)
+    try:
+        status, _ = _get(url + "api/status")
+        assert status == 200
+    finally:
+        out = _stop(process, signal.SIGINT)
+    assert "stopped cleanly" in out
+
+
+def test_bench_refuses_an_unknown_core() -> None:
+    result = subprocess.run(
+        [*SDI, "bench", "no-such-core", "--tiny"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
