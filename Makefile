@@ -34,7 +34,9 @@ bench: setup ## Run every benchmark side by side with its baselines; write bench
 	$(PY) benchmarks/run.py all --json-dir benchmarks/results --plot
 
 asv: setup ## Track the cores across commits with asv, against the installed build.
-	$(VENV)/bin/asv run --python=same --quick --show-stderr
+	$(VENV)/bin/asv machine --yes >/dev/null
+	$(VENV)/bin/asv run --python=same --show-stderr --set-commit-hash $$(git rev-parse HEAD)
+	$(VENV)/bin/asv publish >/dev/null && echo "asv report: .asv/html/index.html"
 
 lint: setup ## rustfmt, clippy, ruff, mypy and the stub check: all must be clean.
 	cargo fmt --all --check
@@ -63,7 +65,8 @@ $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "setuptools>=77" "setuptools-rust>=1.11" "Cython>=3.1" wheel
-	$(PIP) install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["dev"]))')
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(VENV)/requirements-dev.txt
+	$(PIP) install -q -r $(VENV)/requirements-dev.txt
 	touch $@
 
 build: $(VENV)/.deps-stamp ## Build the Rust and Cython extensions and install sdi into .venv (editable).

@@ -8,6 +8,8 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod exchange;
+mod ring;
 
 /// A function that panics on purpose, so the tests can check that a Rust
 /// panic reaches Python as `sdi.errors.InternalError` and not as a crash.
@@ -22,5 +24,7 @@ fn _panic_for_test(py: Python<'_>, message: String) -> PyResult<()> {
 fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
+    ring::register(m)?;
+    exchange::register(m)?;
     Ok(())
 }

@@ -1,0 +1,14 @@
+"""Type stubs for the compiled module ``sdi._rust`` (built from ``rust/sdi-py``).
+
+A package-style stub, because the module has compiled submodules
+(``sdi._rust.ring``, ``sdi._rust.exchange``) that each get their own stub file.
+"""
+
+from . import exchange as exchange
+from . import ring as ring
+
+__all__ = ["__version__", "_panic_for_test", "exchange", "ring"]
+
+__version__: str
+
+def _panic_for_test(message: str) -> None: ...

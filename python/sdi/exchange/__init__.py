@@ -1,0 +1,339 @@
+"""The stock exchange's core (book chapter 13): sequencer, journal, order books, matching.
+
+Commands go in and events come out as numpy structured arrays, one call per
+batch; nothing per order crosses between Python and Rust.
+
+>>> from sdi import exchange as ex
+>>> market = ex.Exchange([ex.Symbol(tick_size=1, min_price=1, price_levels=1000)], accounts=2)
+>>> funding = ex.commands(
+...     kind=ex.Kind.DEPOSIT, account=[0, 1, 1], symbol=[ex.CASH, ex.CASH, 0], qty=[10_000, 0, 50]
+... )
+>>> events = market.submit(funding)
+>>> [ex.EventKind(k).name for k in events["kind"]]
+['DEPOSITED', 'REJECTED', 'DEPOSITED']
+>>> ex.Reason(events["reason"][1]).name
+'INVALID_QUANTITY'
+>>> orders = ex.commands(
+...     kind=ex.Kind.PLACE, account=[1, 0], order_id=[1, 2],
+...     side=[ex.Side.SELL, ex.Side.BUY], price=[100, 101], qty=[30, 10],
+... )
+>>> events = market.submit(orders)
+>>> trade = events[events["kind"] == ex.EventKind.TRADE][0]
+>>> int(trade["price"]), int(trade["qty"]), int(trade["maker_order_id"])
+(100, 10, 1)
+>>> market.top_of_book(0)
+(None, (100, 20))
+>>> market.balance(0, ex.CASH)
+(9000, 0)
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from os import PathLike
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from sdi._rust import exchange as _native
+from sdi.errors import InvalidArgument
+
+__all__ = [
+    "CASH",
+    "COMMAND_DTYPE",
+    "EVENT_DTYPE",
+    "EventKind",
+    "Exchange",
+    "Kind",
+    "OrderType",
+    "Reason",
+    "Side",
+    "Symbol",
+    "TimeInForce",
+    "commands",
+]
+
+#: The ``symbol`` a deposit uses for cash rather than an asset.
+CASH: int = _native.CASH
+
+#: One inbound command (48 bytes), the layout of ``sdi_exchange::Command``.
+COMMAND_DTYPE = np.dtype(
+    [
+        ("kind", "u1"),
+        ("side", "u1"),
+        ("order_type", "u1"),
+        ("time_in_force", "u1"),
+        ("symbol", "<u4"),
+        ("account", "<u4"),
+        ("reserved", "<u4"),
+        ("order_id", "<u8"),
+        ("price", "<i8"),
+        ("qty", "<u8"),
+        ("timestamp_ns", "<u8"),
+    ]
+)
+
+#: One outbound event (80 bytes), the layout of ``sdi_exchange::Event``.
+EVENT_DTYPE = np.dtype(
+    [
+        ("seq", "<u8"),
+        ("input_seq", "<u8"),
+        ("kind", "u1"),
+        ("side", "u1"),
+        ("reason", "u1"),
+        ("reserved", "u1"),
+        ("symbol", "<u4"),
+        ("account", "<u4"),
+        ("maker_account", "<u4"),
+        ("order_id", "<u8"),
+        ("maker_order_id", "<u8"),
+        ("price", "<i8"),
+        ("qty", "<u8"),
+        ("leaves", "<u8"),
+        ("maker_leaves", "<u8"),
+    ]
+)
+assert COMMAND_DTYPE.itemsize == _native.COMMAND_BYTES
+assert EVENT_DTYPE.itemsize == _native.EVENT_BYTES
+
+
+class Kind(enum.IntEnum):
+    """What a command asks for."""
+
+    PLACE = 1
+    CANCEL = 2
+    AMEND = 3
+    DEPOSIT = 4
+
+
+class Side(enum.IntEnum):
+    BUY = 0
+    SELL = 1
+
+
+class OrderType(enum.IntEnum):
+    LIMIT = 0
+    MARKET = 1
+
+
+class TimeInForce(enum.IntEnum):
+    GTC = 0
+    IOC = 1
+    FOK = 2
+
+
+class EventKind(enum.IntEnum):
+    """What an event reports (see ``docs/internals/exchange.md``)."""
+
+    ACCEPTED = 1
+    REJECTED = 2
+    TRADE = 3
+    CANCELLED = 4
+    EXPIRED = 5
+    AMENDED = 6
+    BOOK_DELTA = 7
+    DEPOSITED = 8
+
+
+class Reason(enum.IntEnum):
+    """Why a command was rejected or an order expired."""
+
+    NONE = 0
+    UNKNOWN_SYMBOL = 1
+    INVALID_QUANTITY = 2
+    PRICE_OFF_TICK_GRID = 3
+    PRICE_OUTSIDE_BAND = 4
+    UNKNOWN_ORDER = 5
+    DUPLICATE_ORDER_ID = 6
+    INSUFFICIENT_FUNDS = 7
+    QUANTITY_OVER_LIMIT = 8
+    DAILY_NOTIONAL_OVER_LIMIT = 9
+    NO_REFERENCE_PRICE = 10
+    BOOK_FULL = 11
+    INVALID_COMMAND = 12
+    UNKNOWN_ACCOUNT = 13
+    BALANCE_OVER_LIMIT = 14
+    PRICE_OUT_OF_RANGE = 15
+    IMMEDIATE_OR_CANCEL = 20
+    FILL_OR_KILL = 21
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """One tradable symbol. Prices are integers in price units; quantities are lots.
+
+    The book holds ``price_levels`` ticks of ``tick_size`` from ``min_price``.
+    With ``band_bps`` > 0, orders must lie within that many basis points of the
+    reference price (the last trade, or ``reference_price`` before the first).
+    """
+
+    tick_size: int = 1
+    min_price: int = 1
+    price_levels: int = 65_536
+    reference_price: int = 0
+    band_bps: int = 0
+    order_qty_max: int = 1 << 32
+
+    def as_tuple(self) -> tuple[int, int, int, int, int, int]:
+        return (
+            self.tick_size,
+            self.min_price,
+            self.price_levels,
+            self.reference_price,
+            self.band_bps,
+            self.order_qty_max,
+        )
+
+
+_ColumnValue = int | npt.ArrayLike
+
+
+def commands(
+    *,
+    kind: _ColumnValue,
+    account: _ColumnValue = 0,
+    symbol: _ColumnValue = 0,
+    order_id: _ColumnValue = 0,
+    side: _ColumnValue = Side.BUY,
+    price: _ColumnValue = 0,
+    qty: _ColumnValue = 0,
+    order_type: _ColumnValue = OrderType.LIMIT,
+    time_in_force: _ColumnValue = TimeInForce.GTC,
+) -> npt.NDArray[np.void]:
+    """A batch of commands from columns (scalars broadcast against arrays).
+
+    >>> batch = commands(kind=Kind.CANCEL, account=3, order_id=[7, 8])
+    >>> batch["order_id"].tolist(), batch["account"].tolist()
+    ([7, 8], [3, 3])
+    """
+    columns = {
+        "kind": kind,
+        "account": account,
+        "symbol": symbol,
+        "order_id": order_id,
+        "side": side,
+        "price": price,
+        "qty": qty,
+        "order_type": order_type,
+        "time_in_force": time_in_force,
+    }
+    try:
+        arrays = np.broadcast_arrays(*(np.asarray(value) for value in columns.values()))
+    except ValueError as error:
+        raise InvalidArgument(f"command columns do not have matching lengths: {error}") from None
+    length = arrays[0].size if arrays[0].ndim else 1
+    out = np.zeros(length, dtype=COMMAND_DTYPE)
+    for name, values in zip(columns, arrays, strict=True):
+        target = out.dtype[name]
+        flat = np.ravel(values)
+        if flat.size and (
+            not np.issubdtype(flat.dtype, np.integer)
+            or flat.min() < np.iinfo(target).min
+            or flat.max() > np.iinfo(target).max
+        ):
+            raise InvalidArgument(
+                f"column {name!r} must hold integers that fit {target}; prices are integer "
+                "price units and quantities integer lots, never floats"
+            )
+        out[name] = flat
+    return out
+
+
+def _as_command_bytes(batch: npt.NDArray[np.void]) -> npt.NDArray[np.uint8]:
+    if not isinstance(batch, np.ndarray) or batch.dtype != COMMAND_DTYPE or batch.ndim != 1:
+        raise InvalidArgument(
+            "commands must be a 1-D numpy array of sdi.exchange.COMMAND_DTYPE; "
+            "build one with sdi.exchange.commands()"
+        )
+    return np.ascontiguousarray(batch).view(np.uint8)
+
+
+class Exchange:
+    """Sequencer + journal + matching engine, driven in batches.
+
+    Every command gets a gap-free input sequence number and a timestamp, is
+    written to the journal (when ``journal`` is given) before it is acted on,
+    and yields events with gap-free output sequence numbers. Opening an
+    exchange on an existing journal replays it: the state and the event
+    sequence are exactly as before. ``durability="sync"`` fsyncs each batch
+    (group commit); ``"buffered"`` leaves it to the OS (survives a killed
+    process, not a power cut).
+    """
+
+    def __init__(
+        self,
+        symbols: list[Symbol],
+        *,
+        accounts: int = 1024,
+        orders_resting_max: int = 1 << 20,
+        funds: bool = True,
+        daily_notional_max: int = 0,
+        book_deltas: bool = False,
+        journal: str | PathLike[str] | None = None,
+        durability: Literal["sync", "buffered"] = "sync",
+    ) -> None:
+        self._native = _native.Exchange(
+            [symbol.as_tuple() for symbol in symbols],
+            accounts,
+            orders_resting_max,
+            funds=funds,
+            daily_notional_max=daily_notional_max,
+            book_deltas=book_deltas,
+            journal=None if journal is None else str(journal),
+            durability=durability,
+        )
+
+    def submit(
+        self, batch: npt.NDArray[np.void], now_ns: int | None = None
+    ) -> npt.NDArray[np.void]:
+        """Sequences, journals and processes ``batch``; returns its events (``EVENT_DTYPE``)."""
+        stamp = time.time_ns() if now_ns is None else now_ns
+        raw = self._native.submit(_as_command_bytes(batch), stamp)
+        return raw.view(EVENT_DTYPE)
+
+    def replayed_events(self) -> npt.NDArray[np.void]:
+        """The events the journal replay produced when this exchange was opened (once)."""
+        return self._native.take_replayed().view(EVENT_DTYPE)
+
+    def measure_latencies(self, batch: npt.NDArray[np.void]) -> npt.NDArray[np.uint64]:
+        """Processes ``batch`` one command at a time, timing each (ns). Fresh, journal-less only."""
+        return self._native.measure_latencies(_as_command_bytes(batch))
+
+    @property
+    def next_input_seq(self) -> int:
+        return self._native.next_input_seq
+
+    @property
+    def next_event_seq(self) -> int:
+        return self._native.next_event_seq
+
+    @property
+    def resting_orders(self) -> int:
+        return self._native.resting_orders
+
+    def state_hash(self) -> int:
+        """A fingerprint of books and balances; equal for equal command streams."""
+        return self._native.state_hash()
+
+    def top_of_book(self, symbol: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        """``(bid, ask)``, each ``(price, total quantity)`` or None."""
+        return self._native.top_of_book(symbol)
+
+    def depth(self, symbol: int, side: Side, levels: int = 10) -> list[tuple[int, int]]:
+        """Up to ``levels`` ``(price, total quantity)`` levels of one side, best first."""
+        return self._native.depth(symbol, int(side), levels)
+
+    def order(self, order_id: int) -> tuple[int, int, int, int, int] | None:
+        """``(account, symbol, side, price, qty)`` of a resting order, or None."""
+        return self._native.order(order_id)
+
+    def balance(self, account: int, symbol: int) -> tuple[int, int]:
+        """``(total, locked)`` of an account's cash (``symbol=CASH``) or asset."""
+        return self._native.balance(account, symbol)
+
+    def last_trade(self, symbol: int) -> int:
+        """The last trade price (0 before the first trade)."""
+        return self._native.last_trade(symbol)

@@ -1,0 +1,20 @@
+//! The exchange core's one error type. Business outcomes (a rejected order)
+//! are events, never errors; these are for calls that cannot be carried out.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid exchange configuration: {0}")]
+    Config(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("journal {path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("journal {path}: {source}; check the path, its permissions and free space")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,368 @@
+//! `sdi._rust.exchange`: the bindings of the `sdi-exchange` core.
+//!
+//! Commands go in and events come out as flat byte buffers of fixed-size
+//! `repr(C)` records (48 and 80 bytes); `sdi.exchange` views them as numpy
+//! structured arrays. One call crosses into Rust per batch, with the GIL
+//! released for the whole batch.
+
+use std::path::PathBuf;
+
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pyo3::prelude::*;
+
+use crate::errors::{core_err, run_core, CoreError, Kind};
+use sdi_exchange::{Command, Durability, EngineConfig, Error, Event, Exchange, Side, SymbolConfig};
+
+impl CoreError for Error {
+    fn kind(&self) -> Kind {
+        match self {
+            Error::Config(_) | Error::InvalidArgument(_) => Kind::InvalidArgument,
+            Error::Corrupt { .. } => Kind::Corrupt,
+            Error::Io { .. } => Kind::Io,
+        }
+    }
+}
+
+/// Most commands one `submit` call takes.
+const BATCH_COMMANDS_MAX: usize = 1 << 24;
+const COMMAND_BYTES: usize = sdi_exchange::types::COMMAND_BYTES;
+const EVENT_BYTES: usize = sdi_exchange::types::EVENT_BYTES;
+
+fn invalid(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    core_err(py, Error::InvalidArgument(message.into()))
+}
+
+/// Reads a flat buffer of 48-byte command records.
+fn commands_from_bytes(py: Python<'_>, bytes: &[u8]) -> PyResult<Vec<Command>> {
+    if bytes.len() % COMMAND_BYTES != 0 {
+        return Err(invalid(
+            py,
+            format!(
+                "the command buffer is {} bytes, not a whole number of {COMMAND_BYTES}-byte commands; \
+                 build it with sdi.exchange.commands()",
+                bytes.len()
+            ),
+        ));
+    }
+    let count = bytes.len() / COMMAND_BYTES;
+    if count > BATCH_COMMANDS_MAX {
+        return Err(core_err(
+            py,
+            Error::InvalidArgument(format!(
+                "{count} commands in one batch; send at most {BATCH_COMMANDS_MAX} per call"
+            )),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(COMMAND_BYTES)
+        .map(|chunk| {
+            let record: &[u8; COMMAND_BYTES] = chunk.try_into().expect("chunks are exact");
+            Command::from_bytes(record)
+        })
+        .collect())
+}
+
+/// The events as one flat byte array (80 bytes per event).
+fn events_to_array<'py>(py: Python<'py>, events: &[Event]) -> Bound<'py, PyArray1<u8>> {
+    let array = PyArray1::<u8>::zeros(py, events.len() * EVENT_BYTES, false);
+    {
+        let mut view = array.readwrite();
+        let out = view.as_slice_mut().expect("a new array is contiguous");
+        for (event, chunk) in events.iter().zip(out.chunks_exact_mut(EVENT_BYTES)) {
+            write_event(event, chunk);
+        }
+    }
+    array
+}
+
+fn write_event(event: &Event, out: &mut [u8]) {
+    out[0..8].copy_from_slice(&event.seq.to_le_bytes());
+    out[8..16].copy_from_slice(&event.input_seq.to_le_bytes());
+    out[16] = event.kind;
+    out[17] = event.side;
+    out[18] = event.reason;
+    out[19] = event.reserved;
+    out[20..24].copy_from_slice(&event.symbol.to_le_bytes());
+    out[24..28].copy_from_slice(&event.account.to_le_bytes());
+    out[28..32].copy_from_slice(&event.maker_account.to_le_bytes());
+    out[32..40].copy_from_slice(&event.order_id.to_le_bytes());
+    out[40..48].copy_from_slice(&event.maker_order_id.to_le_bytes());
+    out[48..56].copy_from_slice(&event.price.to_le_bytes());
+    out[56..64].copy_from_slice(&event.qty.to_le_bytes());
+    out[64..72].copy_from_slice(&event.leaves.to_le_bytes());
+    out[72..80].copy_from_slice(&event.maker_leaves.to_le_bytes());
+}
+
+fn readonly_bytes<'py>(
+    py: Python<'py>,
+    array: &'py PyReadonlyArray1<'py, u8>,
+) -> PyResult<&'py [u8]> {
+    array
+        .as_slice()
+        .map_err(|_| invalid(py, "the command buffer must be C-contiguous"))
+}
+
+fn side_from(py: Python<'_>, side: u8) -> PyResult<Side> {
+    Side::from_u8(side)
+        .ok_or_else(|| invalid(py, format!("side must be 0 (buy) or 1 (sell), not {side}")))
+}
+
+/// A price level as Python sees it: `(price, total quantity)`.
+type Level = (i64, u64);
+
+/// Symbol settings as `sdi.exchange.Symbol` passes them:
+/// `(tick_size, min_price, price_levels, reference_price, band_bps, order_qty_max)`.
+type SymbolTuple = (i64, i64, u32, i64, u32, u64);
+
+/// Sequencer + journal + matching engine (see `sdi.exchange.Exchange`).
+#[pyclass(module = "sdi._rust.exchange", name = "Exchange")]
+pub struct PyExchange {
+    inner: Exchange,
+    replayed: Vec<Event>,
+}
+
+#[pymethods]
+impl PyExchange {
+    #[new]
+    #[pyo3(signature = (symbols, accounts, orders_resting_max, funds = true, daily_notional_max = 0, book_deltas = false, journal = None, durability = "sync"))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        symbols: Vec<SymbolTuple>,
+        accounts: u32,
+        orders_resting_max: u32,
+        funds: bool,
+        daily_notional_max: i64,
+        book_deltas: bool,
+        journal: Option<PathBuf>,
+        durability: &str,
+    ) -> PyResult<Self> {
+        let durability = match durability {
+            "sync" => Durability::Sync,
+            "buffered" => Durability::Buffered,
+            other => {
+                return Err(invalid(
+                    py,
+                    format!("durability must be 'sync' or 'buffered', not {other:?}"),
+                ))
+            }
+        };
+        let config = EngineConfig {
+            symbols: symbols
+                .into_iter()
+                .map(
+                    |(
+                        tick_size,
+                        min_price,
+                        price_levels,
+                        reference_price,
+                        band_bps,
+                        order_qty_max,
+                    )| {
+                        SymbolConfig {
+                            tick_size,
+                            min_price,
+                            price_levels,
+                            reference_price,
+                            band_bps,
+                            order_qty_max,
+                        }
+                    },
+                )
+                .collect(),
+            accounts,
+            orders_resting_max,
+            funds,
+            daily_notional_max,
+            book_deltas,
+        };
+        run_core(py, move || {
+            let mut replayed = Vec::new();
+            let inner = match journal {
+                None => Exchange::in_memory(config)?,
+                Some(path) => Exchange::open(config, &path, durability, |events| {
+                    replayed.extend_from_slice(events)
+                })?,
+            };
+            Ok::<_, Error>(PyExchange { inner, replayed })
+        })
+    }
+
+    /// Sequences, journals and processes a batch; returns the events as bytes.
+    #[pyo3(signature = (commands, now_ns))]
+    fn submit<'py>(
+        &mut self,
+        py: Python<'py>,
+        commands: PyReadonlyArray1<'py, u8>,
+        now_ns: u64,
+    ) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        let commands = commands_from_bytes(py, readonly_bytes(py, &commands)?)?;
+        let exchange = &mut self.inner;
+        let events = run_core(py, move || {
+            let mut events = Vec::with_capacity(commands.len() * 2);
+            exchange.submit(&commands, now_ns, &mut events)?;
+            Ok::<_, Error>(events)
+        })?;
+        Ok(events_to_array(py, &events))
+    }
+
+    /// Processes `commands` one at a time on the in-memory engine and returns
+    /// each one's processing time in nanoseconds (for the latency benchmark).
+    /// The commands are applied but not journalled, so use a throwaway exchange.
+    fn measure_latencies<'py>(
+        &mut self,
+        py: Python<'py>,
+        commands: PyReadonlyArray1<'py, u8>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let commands = commands_from_bytes(py, readonly_bytes(py, &commands)?)?;
+        if self.inner.next_input_seq() != 1 || self.inner_has_journal() {
+            return Err(invalid(
+                py,
+                "measure_latencies runs on a fresh in-memory exchange only (no journal, nothing submitted)",
+            ));
+        }
+        let exchange = &mut self.inner;
+        let latencies = run_core(py, move || {
+            let mut latencies = vec![0u64; commands.len()];
+            exchange.measure_latencies(&commands, &mut latencies);
+            Ok::<_, Error>(latencies)
+        })?;
+        Ok(PyArray1::from_vec(py, latencies))
+    }
+
+    /// The events the journal replay produced when this exchange was opened, as bytes.
+    fn take_replayed<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyArray1<u8>> {
+        let events = std::mem::take(&mut self.replayed);
+        events_to_array(py, &events)
+    }
+
+    #[getter]
+    fn next_input_seq(&self) -> u64 {
+        self.inner.next_input_seq()
+    }
+
+    #[getter]
+    fn next_event_seq(&self) -> u64 {
+        self.inner.engine().next_event_seq()
+    }
+
+    #[getter]
+    fn resting_orders(&self) -> u32 {
+        self.inner.engine().resting_orders()
+    }
+
+    fn state_hash(&self, py: Python<'_>) -> PyResult<u64> {
+        let exchange = &self.inner;
+        run_core(py, move || Ok::<_, Error>(exchange.engine().state_hash()))
+    }
+
+    fn top_of_book(&self, py: Python<'_>, symbol: u32) -> PyResult<(Option<Level>, Option<Level>)> {
+        let top = self
+            .inner
+            .engine()
+            .top_of_book(symbol)
+            .ok_or_else(|| invalid(py, format!("no symbol {symbol}")))?;
+        Ok((top.bid, top.ask))
+    }
+
+    #[pyo3(signature = (symbol, side, levels = 10))]
+    fn depth(
+        &self,
+        py: Python<'_>,
+        symbol: u32,
+        side: u8,
+        levels: usize,
+    ) -> PyResult<Vec<(i64, u64)>> {
+        let side = side_from(py, side)?;
+        if self.inner.engine().top_of_book(symbol).is_none() {
+            return Err(invalid(py, format!("no symbol {symbol}")));
+        }
+        Ok(self.inner.engine().depth(symbol, side, levels))
+    }
+
+    /// `(account, symbol, side, price, qty)` of a resting order, or None.
+    fn order(&self, order_id: u64) -> Option<(u32, u32, u8, i64, u64)> {
+        self.inner
+            .engine()
+            .order(order_id)
+            .map(|o| (o.account, o.symbol, o.side as u8, o.price, o.qty))
+    }
+
+    /// `(total, locked)` of an account's cash (`symbol == CASH`) or asset.
+    fn balance(&self, py: Python<'_>, account: u32, symbol: u32) -> PyResult<(i64, i64)> {
+        self.inner
+            .engine()
+            .balance(account, symbol)
+            .map(|b| (b.total, b.locked))
+            .ok_or_else(|| {
+                invalid(
+                    py,
+                    format!("no balance for account {account}, symbol {symbol}"),
+                )
+            })
+    }
+
+    fn last_trade(&self, py: Python<'_>, symbol: u32) -> PyResult<i64> {
+        self.inner
+            .engine()
+            .last_trade(symbol)
+            .ok_or_else(|| invalid(py, format!("no symbol {symbol}")))
+    }
+}
+
+impl PyExchange {
+    fn inner_has_journal(&self) -> bool {
+        self.inner.has_journal()
+    }
+}
+
+/// The exchange-core-like benchmark mix: `count` commands from `seed`, as bytes.
+#[pyfunction]
+fn mixed_workload<'py>(
+    py: Python<'py>,
+    count: usize,
+    seed: u64,
+) -> PyResult<Bound<'py, PyArray1<u8>>> {
+    if count > BATCH_COMMANDS_MAX {
+        return Err(invalid(
+            py,
+            format!("count must be at most {BATCH_COMMANDS_MAX}"),
+        ));
+    }
+    let commands = run_core(py, move || {
+        Ok::<_, Error>(sdi_exchange::workload::mixed_workload(count, seed))
+    })?;
+    Ok(commands_to_array(py, &commands))
+}
+
+/// Deposits funding every account of the benchmark mix, as bytes.
+#[pyfunction]
+fn funding_commands<'py>(py: Python<'py>) -> Bound<'py, PyArray1<u8>> {
+    commands_to_array(py, &sdi_exchange::workload::funding_commands())
+}
+
+fn commands_to_array<'py>(py: Python<'py>, commands: &[Command]) -> Bound<'py, PyArray1<u8>> {
+    let mut bytes = Vec::with_capacity(commands.len() * COMMAND_BYTES);
+    for command in commands {
+        bytes.extend_from_slice(&command.to_bytes());
+    }
+    PyArray1::from_vec(py, bytes)
+}
+
+pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = parent.py();
+    let module = PyModule::new(py, "exchange")?;
+    module.add_class::<PyExchange>()?;
+    module.add_function(wrap_pyfunction!(mixed_workload, &module)?)?;
+    module.add_function(wrap_pyfunction!(funding_commands, &module)?)?;
+    module.add("COMMAND_BYTES", COMMAND_BYTES)?;
+    module.add("EVENT_BYTES", EVENT_BYTES)?;
+    module.add("CASH", sdi_exchange::CASH)?;
+    module.add("BATCH_COMMANDS_MAX", BATCH_COMMANDS_MAX)?;
+    module.setattr("__name__", "sdi._rust.exchange")?;
+    parent.add_submodule(&module)?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("sdi._rust.exchange", &module)?;
+    Ok(())
+}
