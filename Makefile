@@ -27,11 +27,12 @@ test: setup ## Set up, then run every test (Rust and Python).
 test-rust: ## Run the Rust core crates' unit and property tests.
 	cargo test --workspace --exclude sdi-py
 
-test-python: ## Run the Python test suite (doctests included) against the installed build.
-	$(PY) -m pytest python/sdi tests
+test-python: ## Run the Python tests (doctests, and each micro-benchmark once) against the build.
+	$(PY) -m pytest python/sdi tests benchmarks/micro
 
 bench: setup ## Run every benchmark side by side with its baselines; write benchmarks/results/.
 	$(PY) benchmarks/run.py all --json-dir benchmarks/results --plot
+	$(PY) -m pytest benchmarks/micro --benchmark-enable --benchmark-columns=min,median,ops -q
 
 asv: setup ## Track the cores across commits with asv, against the installed build.
 	$(VENV)/bin/asv machine --yes >/dev/null

@@ -7,13 +7,11 @@
 //! finds the next non-empty level. Order ids map to slab slots through a hash
 //! map sized at start. In steady state processing a command allocates nothing.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::config::{EngineConfig, SymbolConfig};
 use crate::constants::DAY_NS;
 use crate::error::Error;
 use crate::hash::StateHasher;
+use crate::idindex::IdIndex;
 use crate::levelset::LevelSet;
 use crate::types::{
     AccountId, Command, CommandKind, Event, EventKind, OrderId, OrderType, Price, Qty, Reason,
@@ -22,30 +20,7 @@ use crate::types::{
 
 const NIL: u32 = u32::MAX;
 
-/// Hashes order ids by one 128-bit multiply (ids come from our own gateway, so
-/// no defence against chosen collisions is needed).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(self.0 ^ u64::from(byte));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, value: u64) {
-        let product = u128::from(value ^ self.0) * 0x9E37_79B9_7F4A_7C15_u128;
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
-type IdMap = HashMap<OrderId, u32, BuildHasherDefault<IdHasher>>;
+type IdMap = IdIndex;
 
 #[derive(Clone, Copy, Debug)]
 struct Order {
@@ -327,8 +302,7 @@ impl Engine {
                 side: Side::Buy,
             });
         }
-        let mut ids = IdMap::default();
-        ids.reserve(capacity);
+        let ids = IdIndex::with_capacity(capacity);
         Ok(Self {
             books: config.symbols.iter().cloned().map(Book::new).collect(),
             accounts: vec![Account::default(); config.accounts as usize],
@@ -460,7 +434,10 @@ impl Engine {
             Ok(limit) => limit,
             Err(reason) => return emit.reject(command, reason),
         };
-        if ids.contains_key(&command.order_id) {
+        if command.order_id == OrderId::MAX {
+            return emit.reject(command, Reason::InvalidCommand);
+        }
+        if ids.contains(command.order_id) {
             return emit.reject(command, Reason::DuplicateOrderId);
         }
         if tif == TimeInForce::Gtc && *free == NIL {
@@ -690,7 +667,7 @@ impl Engine {
                     orders[slot as usize].level = NIL;
                     *free = slot;
                     *resting -= 1;
-                    ids.remove(&maker_id);
+                    ids.remove(maker_id);
                 }
             }
             let level_total = level.total;
@@ -819,7 +796,7 @@ impl Engine {
 
     /// The slot of `command`'s order, if it rests and belongs to the command's account and symbol.
     fn owned_slot(&self, command: &Command) -> Option<u32> {
-        let slot = *self.ids.get(&command.order_id)?;
+        let slot = self.ids.get(command.order_id)?;
         let order = &self.orders[slot as usize];
         (order.account == command.account && order.symbol == command.symbol).then_some(slot)
     }
@@ -851,7 +828,7 @@ impl Engine {
             &taker,
             order.qty,
         );
-        self.ids.remove(&order.id);
+        self.ids.remove(order.id);
         self.orders[slot as usize].next = self.free;
         self.orders[slot as usize].level = NIL;
         self.free = slot;
@@ -982,7 +959,7 @@ impl Engine {
             emit,
         );
         if taker.remaining == 0 {
-            self.ids.remove(&order.id);
+            self.ids.remove(order.id);
             self.orders[slot as usize].next = self.free;
             self.orders[slot as usize].level = NIL;
             self.free = slot;
@@ -997,7 +974,7 @@ impl Engine {
 
     /// A resting order by id.
     pub fn order(&self, id: OrderId) -> Option<RestingOrder> {
-        let slot = *self.ids.get(&id)?;
+        let slot = self.ids.get(id)?;
         let order = &self.orders[slot as usize];
         Some(RestingOrder {
             id,

@@ -12,6 +12,7 @@ pub mod constants;
 mod engine;
 mod error;
 mod hash;
+mod idindex;
 mod journal;
 mod levelset;
 mod sequencer;

@@ -19,7 +19,6 @@ pub struct Exchange {
     journal: Option<Journal>,
     next_input_seq: u64,
     last_timestamp_ns: u64,
-    stamped: Vec<Command>,
 }
 
 impl Exchange {
@@ -30,7 +29,6 @@ impl Exchange {
             journal: None,
             next_input_seq: 1,
             last_timestamp_ns: 0,
-            stamped: Vec::new(),
         })
     }
 
@@ -57,7 +55,6 @@ impl Exchange {
             engine,
             journal: Some(journal),
             last_timestamp_ns,
-            stamped: Vec::new(),
         })
     }
 
@@ -86,29 +83,28 @@ impl Exchange {
         self.next_input_seq
     }
 
-    /// Sequences `commands` at `now_ns`, journals them, then processes them,
-    /// appending their events to `out`. Returns the first command's sequence number.
+    /// Sequences `commands` at `now_ns` (stamping each one's `timestamp_ns` in
+    /// place), journals them, then processes them, appending their events to
+    /// `out`. Returns the first command's sequence number.
     ///
     /// If the journal write fails nothing is processed and the error is returned:
     /// a command the engine acted on is always in the journal.
     pub fn submit(
         &mut self,
-        commands: &[Command],
+        commands: &mut [Command],
         now_ns: u64,
         out: &mut Vec<Event>,
     ) -> Result<u64, Error> {
         let timestamp_ns = now_ns.max(self.last_timestamp_ns);
-        self.stamped.clear();
-        self.stamped.extend(commands.iter().map(|command| Command {
-            timestamp_ns,
-            ..*command
-        }));
+        for command in commands.iter_mut() {
+            command.timestamp_ns = timestamp_ns;
+        }
         let first = self.next_input_seq;
         if let Some(journal) = self.journal.as_mut() {
-            let written = journal.append(&self.stamped)?;
+            let written = journal.append(commands)?;
             debug_assert_eq!(written, first);
         }
-        for (index, command) in self.stamped.iter().enumerate() {
+        for (index, command) in commands.iter().enumerate() {
             self.engine.process(command, first + index as u64, out);
         }
         self.next_input_seq += commands.len() as u64;

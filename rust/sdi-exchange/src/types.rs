@@ -8,6 +8,7 @@ pub type Price = i64;
 /// Quantity in lots (an integer, never a float).
 pub type Qty = u64;
 /// An order's id, chosen by the gateway; unique among the orders resting on the exchange.
+/// `u64::MAX` is reserved (an order with it is rejected as malformed).
 pub type OrderId = u64;
 /// A trading account, `0..accounts_max`.
 pub type AccountId = u32;

@@ -37,7 +37,7 @@ fn config(funds: bool, capacity: u32, band_bps: u32, notional_max: i64) -> Engin
 fn command_strategy() -> impl Strategy<Value = Command> {
     let account = prop_oneof![12 => Just(None), 1 => (0..ACCOUNTS + 1).prop_map(Some)];
     let symbol = prop_oneof![20 => 0..SYMBOLS, 1 => Just(7u32)];
-    let id = 1u64..16;
+    let id = prop_oneof![40 => 1u64..16, 1 => Just(u64::MAX)];
     let price = prop_oneof![
         20 => 13i64..28,
         2 => 1i64..41,

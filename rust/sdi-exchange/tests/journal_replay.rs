@@ -19,10 +19,10 @@ fn run_live(path: &std::path::Path, batches: usize) -> (Vec<Event>, u64, u64) {
         Exchange::open(workload_config(true), path, Durability::Buffered, |_| {}).expect("open");
     let mut events = Vec::new();
     exchange
-        .submit(&funding_commands(), 1, &mut events)
+        .submit(&mut funding_commands(), 1, &mut events)
         .expect("fund");
-    let commands = mixed_workload(batches * 500, 7);
-    for (index, batch) in commands.chunks(500).enumerate() {
+    let mut commands = mixed_workload(batches * 500, 7);
+    for (index, batch) in commands.chunks_mut(500).enumerate() {
         // Timestamps cross a day boundary halfway, and once go backwards (clamped).
         let now = if index == 3 {
             5
@@ -139,7 +139,7 @@ fn synced_appends_survive_reopen() {
         Exchange::open(workload_config(true), &path, Durability::Sync, |_| {}).expect("open");
     let mut events = Vec::new();
     exchange
-        .submit(&funding_commands(), 10, &mut events)
+        .submit(&mut funding_commands(), 10, &mut events)
         .expect("fund");
     let hash = exchange.engine().state_hash();
     drop(exchange);

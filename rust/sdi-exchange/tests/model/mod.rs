@@ -224,6 +224,9 @@ impl Model {
             Ok(price) => price,
             Err(reason) => return self.reject(out, seq, c, reason),
         };
+        if c.order_id == u64::MAX {
+            return self.reject(out, seq, c, Reason::InvalidCommand);
+        }
         if self.index.contains_key(&c.order_id) {
             return self.reject(out, seq, c, Reason::DuplicateOrderId);
         }

@@ -1,0 +1,1 @@
+"""asv suite: the cores' hot calls, tracked across commits (``make asv``)."""
