@@ -16,6 +16,8 @@ __all__ = [
     "COMMAND_BYTES",
     "EVENT_BYTES",
     "Exchange",
+    "MatcherStage",
+    "Standby",
     "funding_commands",
     "mixed_workload",
 ]
@@ -27,16 +29,13 @@ EVENT_BYTES: int
 
 _Level = tuple[int, int]
 
+_Config = tuple[list[tuple[int, int, int, int, int, int]], int, int, bool, int, bool]
+
 @final
 class Exchange:
     def __new__(
         cls,
-        symbols: list[tuple[int, int, int, int, int, int]],
-        accounts: int,
-        orders_resting_max: int,
-        funds: bool = True,
-        daily_notional_max: int = 0,
-        book_deltas: bool = False,
+        config: _Config,
         journal: str | os.PathLike[str] | None = None,
         durability: str = "sync",
     ) -> Exchange: ...
@@ -56,6 +55,34 @@ class Exchange:
     def order(self, order_id: int) -> tuple[int, int, int, int, int] | None: ...
     def balance(self, account: int, symbol: int) -> tuple[int, int]: ...
     def last_trade(self, symbol: int) -> int: ...
+
+@final
+class Standby:
+    def __new__(cls, config: _Config, journal: str | os.PathLike[str]) -> Standby: ...
+    def poll(self) -> npt.NDArray[np.uint8]: ...
+    def try_take_over(
+        self, durability: str = "sync"
+    ) -> tuple[Exchange, npt.NDArray[np.uint8]] | None: ...
+    @property
+    def next_input_seq(self) -> int: ...
+    def state_hash(self) -> int: ...
+
+@final
+class MatcherStage:
+    def __new__(
+        cls,
+        config: _Config,
+        command_ring: str | os.PathLike[str],
+        event_ring: str | os.PathLike[str],
+        journal: str | os.PathLike[str] | None = None,
+        durability: str = "sync",
+        batch_records_max: int = 4096,
+        wait: str = "spin_then_yield",
+        cpu: int | None = None,
+    ) -> MatcherStage: ...
+    def counters(self) -> tuple[int, int, int]: ...
+    def is_finished(self) -> bool: ...
+    def stop(self) -> tuple[int, int, int, int, int]: ...
 
 def mixed_workload(count: int, seed: int) -> npt.NDArray[np.uint8]: ...
 def funding_commands() -> npt.NDArray[np.uint8]: ...

@@ -48,9 +48,12 @@ __all__ = [
     "EventKind",
     "Exchange",
     "Kind",
+    "MatcherStage",
     "OrderType",
     "Reason",
     "Side",
+    "StageReport",
+    "Standby",
     "Symbol",
     "TimeInForce",
     "commands",
@@ -253,6 +256,27 @@ def commands(
     return out
 
 
+_ConfigTuple = tuple[list[tuple[int, int, int, int, int, int]], int, int, bool, int, bool]
+
+
+def _config(
+    symbols: list[Symbol],
+    accounts: int,
+    orders_resting_max: int,
+    funds: bool,
+    daily_notional_max: int,
+    book_deltas: bool,
+) -> _ConfigTuple:
+    return (
+        [symbol.as_tuple() for symbol in symbols],
+        accounts,
+        orders_resting_max,
+        funds,
+        daily_notional_max,
+        book_deltas,
+    )
+
+
 def _as_command_bytes(batch: npt.NDArray[np.void]) -> npt.NDArray[np.uint8]:
     if not isinstance(batch, np.ndarray) or batch.dtype != COMMAND_DTYPE or batch.ndim != 1:
         raise InvalidArgument(
@@ -291,15 +315,16 @@ class Exchange:
         durability: Literal["sync", "buffered"] = "sync",
     ) -> None:
         self._native = _native.Exchange(
-            [symbol.as_tuple() for symbol in symbols],
-            accounts,
-            orders_resting_max,
-            funds=funds,
-            daily_notional_max=daily_notional_max,
-            book_deltas=book_deltas,
+            _config(symbols, accounts, orders_resting_max, funds, daily_notional_max, book_deltas),
             journal=None if journal is None else str(journal),
             durability=durability,
         )
+
+    @classmethod
+    def _wrap(cls, native: _native.Exchange) -> Exchange:
+        exchange = cls.__new__(cls)
+        exchange._native = native
+        return exchange
 
     def submit(
         self, batch: npt.NDArray[np.void], now_ns: int | None = None
@@ -362,3 +387,116 @@ class Exchange:
     def last_trade(self, symbol: int) -> int:
         """The last trade price (0 before the first trade)."""
         return self._native.last_trade(symbol)
+
+
+class Standby:
+    """A hot standby: follows a primary's journal and takes over when it stops.
+
+    Give it the same symbols and settings as the primary (the journal refuses
+    another configuration). ``poll`` applies what the primary appended since
+    the last call (the first call catches up from the start) and returns those
+    events; ``try_take_over`` returns an
+    :class:`Exchange` that goes on from the next sequence number once the
+    primary is gone (its lock on the journal is released by the kernel when it
+    dies, however it dies), or None while it is alive.
+    """
+
+    def __init__(
+        self,
+        journal: str | PathLike[str],
+        symbols: list[Symbol],
+        *,
+        accounts: int = 1024,
+        orders_resting_max: int = 1 << 16,
+        funds: bool = True,
+        daily_notional_max: int = 0,
+        book_deltas: bool = False,
+    ) -> None:
+        self._native = _native.Standby(
+            _config(symbols, accounts, orders_resting_max, funds, daily_notional_max, book_deltas),
+            str(journal),
+        )
+
+    def poll(self) -> npt.NDArray[np.void]:
+        """Applies the primary's new records; returns their events (``EVENT_DTYPE``)."""
+        return self._native.poll().view(EVENT_DTYPE)
+
+    def try_take_over(
+        self, durability: Literal["sync", "buffered"] = "sync"
+    ) -> tuple[Exchange, npt.NDArray[np.void]] | None:
+        """``(exchange, events of the records replayed on the way)`` once the primary is gone."""
+        outcome = self._native.try_take_over(durability)
+        if outcome is None:
+            return None
+        native, replayed = outcome
+        return Exchange._wrap(native), replayed.view(EVENT_DTYPE)
+
+    @property
+    def next_input_seq(self) -> int:
+        return self._native.next_input_seq
+
+    def state_hash(self) -> int:
+        return self._native.state_hash()
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What a matcher stage did before it stopped."""
+
+    commands: int
+    events: int
+    batches: int
+    state_hash: int
+    next_input_seq: int
+
+
+class MatcherStage:
+    """The sequencer, journal, order manager and matcher on a thread of their own,
+    between two SPSC rings (``sdi.ring``): 48-byte commands in, 80-byte events out.
+
+    No Python runs on the way from one ring to the other. The stage stops when
+    :meth:`stop` is called, or by itself once the command ring's producer
+    closes cleanly and every command has been processed. ``cpu`` pins its
+    thread; ``wait`` is how it waits for commands (``"spin"`` for the lowest
+    latency on a core of its own).
+    """
+
+    def __init__(
+        self,
+        symbols: list[Symbol],
+        *,
+        command_ring: str | PathLike[str],
+        event_ring: str | PathLike[str],
+        accounts: int = 1024,
+        orders_resting_max: int = 1 << 16,
+        funds: bool = True,
+        daily_notional_max: int = 0,
+        book_deltas: bool = False,
+        journal: str | PathLike[str] | None = None,
+        durability: Literal["sync", "buffered"] = "sync",
+        batch_records_max: int = 4096,
+        wait: Literal["spin", "spin_then_yield", "sleep"] = "spin_then_yield",
+        cpu: int | None = None,
+    ) -> None:
+        self._native = _native.MatcherStage(
+            _config(symbols, accounts, orders_resting_max, funds, daily_notional_max, book_deltas),
+            str(command_ring),
+            str(event_ring),
+            journal=None if journal is None else str(journal),
+            durability=durability,
+            batch_records_max=batch_records_max,
+            wait=wait,
+            cpu=cpu,
+        )
+
+    def counters(self) -> tuple[int, int, int]:
+        """``(commands, events, batches)`` so far."""
+        return self._native.counters()
+
+    def is_finished(self) -> bool:
+        """Whether the stage's thread has ended."""
+        return self._native.is_finished()
+
+    def stop(self) -> StageReport:
+        """Stops the stage (after the commands already popped) and reports."""
+        return StageReport(*self._native.stop())

@@ -11,6 +11,15 @@ pub enum Error {
     InvalidArgument(String),
     #[error("journal {path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error(
+        "journal {path} is held by another process (a running primary); \
+         stop it, or follow the journal as a standby"
+    )]
+    Locked { path: PathBuf },
+    #[error("internal error: {0}; this is a bug, please report it")]
+    Internal(String),
+    #[error("ring: {0}")]
+    Ring(#[from] sdi_ring::Error),
     #[error("journal {path}: {source}; check the path, its permissions and free space")]
     Io {
         path: PathBuf,

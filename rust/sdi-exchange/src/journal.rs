@@ -14,6 +14,11 @@
 //! it is a torn tail (a write the process died in); it is cut off and never
 //! served. A bad record with valid records after it is corruption, and opening
 //! fails with `Error::Corrupt` rather than drop acknowledged commands.
+//!
+//! The writer holds an exclusive `flock` on the file for as long as it has it
+//! open; the kernel releases it when the writer dies, however it dies. A hot
+//! standby follows the file with a [`Follower`] and takes the journal over when
+//! it can take the lock.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -93,10 +98,157 @@ fn decode_record(bytes: &[u8]) -> Option<JournalRecord> {
     })
 }
 
+/// Takes the journal's exclusive lock without waiting. The lock belongs to the
+/// open file, so the kernel drops it when the holder dies, even by SIGKILL.
+fn try_lock(file: &File, path: &Path) -> Result<bool, Error> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock takes a file descriptor we own for the duration of the call.
+    let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if status == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(false);
+    }
+    Err(io_error(path)(error))
+}
+
+/// Reads and checks the header; returns the first sequence number.
+fn read_header(file: &mut File, path: &Path, fingerprint: u64, length: u64) -> Result<u64, Error> {
+    if length < HEADER_BYTES as u64 {
+        return Err(corrupt(path, format!(
+            "the file is {length} bytes, shorter than a journal header; it is not an sdi exchange journal"
+        )));
+    }
+    let mut header = [0u8; HEADER_BYTES];
+    file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
+    file.read_exact(&mut header).map_err(io_error(path))?;
+    if &header[0..8] != MAGIC {
+        return Err(corrupt(
+            path,
+            "bad magic: not an sdi exchange journal".into(),
+        ));
+    }
+    let crc = u32::from_le_bytes([header[60], header[61], header[62], header[63]]);
+    if crc32c::crc32c(&header[0..60]) != crc {
+        return Err(corrupt(path, "the header's checksum does not match".into()));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version != VERSION {
+        return Err(corrupt(
+            path,
+            format!("journal version {version}; this build reads version {VERSION}"),
+        ));
+    }
+    let record_bytes = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    if record_bytes as usize != RECORD_BYTES {
+        return Err(corrupt(
+            path,
+            format!("record size {record_bytes}, expected {RECORD_BYTES}"),
+        ));
+    }
+    let stored = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
+    if stored != fingerprint {
+        return Err(corrupt(
+            path,
+            format!(
+                "the journal was written by an engine with another configuration \
+             (fingerprint {stored:#018x}, this one {fingerprint:#018x}); \
+             open it with the configuration it was written with"
+            ),
+        ));
+    }
+    Ok(u64::from_le_bytes(
+        header[24..32].try_into().unwrap_or_default(),
+    ))
+}
+
+/// Where a scan of the records stands.
+struct Cursor {
+    /// Byte offset of the next record to read.
+    offset: u64,
+    /// The sequence number that record must carry.
+    expected: u64,
+}
+
+/// How strict a scan is about what follows the last valid record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// The writer may still be appending: stop quietly at the first record
+    /// that is not complete and valid, and look again later.
+    Following,
+    /// Nobody writes: a damaged record followed by a valid one is corruption.
+    Final,
+}
+
+/// Replays the valid records from `cursor` up to `length`, advancing it.
+/// With `Scan::Final`, returns an error if valid records follow a damaged one.
+fn scan(
+    file: &mut File,
+    path: &Path,
+    cursor: &mut Cursor,
+    length: u64,
+    mode: Scan,
+    replay: &mut dyn FnMut(&JournalRecord),
+) -> Result<(), Error> {
+    file.seek(SeekFrom::Start(cursor.offset))
+        .map_err(io_error(path))?;
+    let mut chunk = vec![0u8; REPLAY_CHUNK_RECORDS * RECORD_BYTES];
+    let mut offset = cursor.offset;
+    let mut torn_at: Option<u64> = None;
+    while offset < length {
+        let want = ((length - offset) as usize).min(chunk.len());
+        file.read_exact(&mut chunk[..want])
+            .map_err(io_error(path))?;
+        for record_bytes in chunk[..want].chunks(RECORD_BYTES) {
+            let record = (record_bytes.len() == RECORD_BYTES)
+                .then(|| decode_record(record_bytes))
+                .flatten();
+            match (record, torn_at) {
+                (Some(record), None) if record.seq == cursor.expected => {
+                    replay(&record);
+                    cursor.expected += 1;
+                    cursor.offset += RECORD_BYTES as u64;
+                }
+                (Some(record), None) if mode == Scan::Final => {
+                    return Err(corrupt(
+                        path,
+                        format!(
+                            "the record at byte {offset} carries seq {} where seq {} \
+                         belongs; this is corruption, so nothing was cut off; restore the \
+                         journal from a replica",
+                            record.seq, cursor.expected
+                        ),
+                    ));
+                }
+                (Some(record), Some(at)) => {
+                    return Err(corrupt(
+                        path,
+                        format!(
+                            "the record at byte {at} is damaged but a valid record follows it \
+                         (seq {} at byte {offset}); this is corruption, not a torn write, \
+                         so nothing was cut off; restore the journal from a replica",
+                            record.seq
+                        ),
+                    ));
+                }
+                (_, None) if mode == Scan::Following => return Ok(()),
+                (None, None) => torn_at = Some(offset),
+                _ => {}
+            }
+            offset += record_bytes.len() as u64;
+        }
+    }
+    Ok(())
+}
+
 impl Journal {
-    /// Opens the journal at `path` (creating it if absent), checks it, calls
-    /// `replay` for every valid record in order, cuts off a torn tail, and
-    /// returns the journal ready to append.
+    /// Opens the journal at `path` (creating it if absent), takes its exclusive
+    /// lock, checks it, calls `replay` for every valid record in order, cuts off
+    /// a torn tail, and returns the journal ready to append.
+    ///
+    /// Fails with `Error::Locked` while another process holds the journal.
     pub fn open(
         path: &Path,
         fingerprint: u64,
@@ -110,9 +262,14 @@ impl Journal {
             .truncate(false)
             .open(path)
             .map_err(io_error(path))?;
+        if !try_lock(&file, path)? {
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+            });
+        }
         let length = file.metadata().map_err(io_error(path))?.len();
-        let first_seq: u64 = 1;
         if length == 0 {
+            let first_seq: u64 = 1;
             let mut header = [0u8; HEADER_BYTES];
             header[0..8].copy_from_slice(MAGIC);
             header[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -136,107 +293,35 @@ impl Journal {
                 buffer: Vec::new(),
             });
         }
-        if length < HEADER_BYTES as u64 {
-            return Err(corrupt(path, format!(
-                "the file is {length} bytes, shorter than a journal header; it is not an sdi exchange journal"
-            )));
-        }
-        let mut header = [0u8; HEADER_BYTES];
-        file.read_exact(&mut header).map_err(io_error(path))?;
-        if &header[0..8] != MAGIC {
-            return Err(corrupt(
-                path,
-                "bad magic: not an sdi exchange journal".into(),
-            ));
-        }
-        let crc = u32::from_le_bytes([header[60], header[61], header[62], header[63]]);
-        if crc32c::crc32c(&header[0..60]) != crc {
-            return Err(corrupt(path, "the header's checksum does not match".into()));
-        }
-        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if version != VERSION {
-            return Err(corrupt(
-                path,
-                format!("journal version {version}; this build reads version {VERSION}"),
-            ));
-        }
-        let record_bytes = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-        if record_bytes as usize != RECORD_BYTES {
-            return Err(corrupt(
-                path,
-                format!("record size {record_bytes}, expected {RECORD_BYTES}"),
-            ));
-        }
-        let stored = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
-        if stored != fingerprint {
-            return Err(corrupt(
-                path,
-                format!(
-                    "the journal was written by an engine with another configuration \
-                 (fingerprint {stored:#018x}, this one {fingerprint:#018x}); \
-                 open it with the configuration it was written with"
-                ),
-            ));
-        }
-        let first_seq = u64::from_le_bytes(header[24..32].try_into().unwrap_or_default());
-        let mut expected = first_seq;
-        let mut valid_end = HEADER_BYTES as u64;
-        let mut chunk = vec![0u8; REPLAY_CHUNK_RECORDS * RECORD_BYTES];
-        let mut offset = HEADER_BYTES as u64;
-        let mut torn_at: Option<u64> = None;
-        while offset < length {
-            let want = ((length - offset) as usize).min(chunk.len());
-            file.read_exact(&mut chunk[..want])
-                .map_err(io_error(path))?;
-            for record_bytes in chunk[..want].chunks(RECORD_BYTES) {
-                let record = (record_bytes.len() == RECORD_BYTES)
-                    .then(|| decode_record(record_bytes))
-                    .flatten();
-                match (record, torn_at) {
-                    (Some(record), None) if record.seq == expected => {
-                        replay(&record);
-                        expected += 1;
-                        valid_end += RECORD_BYTES as u64;
-                    }
-                    (Some(record), None) => {
-                        return Err(corrupt(
-                            path,
-                            format!(
-                                "the record at byte {offset} carries seq {} where seq {expected} \
-                             belongs; this is corruption, so nothing was cut off; restore the \
-                             journal from a replica",
-                                record.seq
-                            ),
-                        ));
-                    }
-                    (Some(record), Some(at)) => {
-                        return Err(corrupt(
-                            path,
-                            format!(
-                                "the record at byte {at} is damaged but a valid record follows it \
-                             (seq {} at byte {offset}); this is corruption, not a torn write, \
-                             so nothing was cut off; restore the journal from a replica",
-                                record.seq
-                            ),
-                        ));
-                    }
-                    (None, None) => torn_at = Some(offset),
-                    (None, Some(_)) => {}
-                }
-                offset += record_bytes.len() as u64;
-            }
-        }
-        if valid_end < length {
-            file.set_len(valid_end).map_err(io_error(path))?;
+        let first_seq = read_header(&mut file, path, fingerprint, length)?;
+        let mut cursor = Cursor {
+            offset: HEADER_BYTES as u64,
+            expected: first_seq,
+        };
+        Self::finish_open(file, path, durability, &mut cursor, &mut replay)
+    }
+
+    /// The final scan from `cursor`, the torn tail cut, the append position set.
+    fn finish_open(
+        mut file: File,
+        path: &Path,
+        durability: Durability,
+        cursor: &mut Cursor,
+        replay: &mut dyn FnMut(&JournalRecord),
+    ) -> Result<Self, Error> {
+        let length = file.metadata().map_err(io_error(path))?.len();
+        scan(&mut file, path, cursor, length, Scan::Final, replay)?;
+        if cursor.offset < length {
+            file.set_len(cursor.offset).map_err(io_error(path))?;
             file.sync_all().map_err(io_error(path))?;
         }
-        file.seek(SeekFrom::Start(valid_end))
+        file.seek(SeekFrom::Start(cursor.offset))
             .map_err(io_error(path))?;
         Ok(Self {
             file,
             path: path.to_path_buf(),
             durability,
-            next_seq: expected,
+            next_seq: cursor.expected,
             buffer: Vec::new(),
         })
     }
@@ -270,5 +355,71 @@ impl Journal {
         }
         self.next_seq += commands.len() as u64;
         Ok(first)
+    }
+}
+
+/// Reads a journal another process is appending to, for a hot standby: the
+/// records as they arrive, then the journal itself once its writer is gone.
+pub struct Follower {
+    file: File,
+    path: PathBuf,
+    cursor: Cursor,
+}
+
+impl Follower {
+    /// Opens the journal at `path` for following; it must exist with a header.
+    pub fn open(path: &Path, fingerprint: u64) -> Result<Self, Error> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        let length = file.metadata().map_err(io_error(path))?.len();
+        let first_seq = read_header(&mut file, path, fingerprint, length)?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            cursor: Cursor {
+                offset: HEADER_BYTES as u64,
+                expected: first_seq,
+            },
+        })
+    }
+
+    /// The sequence number of the next record the follower expects.
+    pub fn next_seq(&self) -> u64 {
+        self.cursor.expected
+    }
+
+    /// Replays the records appended since the last poll; returns how many.
+    /// A record still being written is left for the next poll.
+    pub fn poll(&mut self, mut replay: impl FnMut(&JournalRecord)) -> Result<u64, Error> {
+        let before = self.cursor.expected;
+        let length = self.file.metadata().map_err(io_error(&self.path))?.len();
+        scan(
+            &mut self.file,
+            &self.path,
+            &mut self.cursor,
+            length,
+            Scan::Following,
+            &mut replay,
+        )?;
+        Ok(self.cursor.expected - before)
+    }
+
+    /// Whether a writer holds the journal (checked by trying its lock).
+    /// Takes the journal over if nobody does: replays what is left, cuts a torn
+    /// tail and returns the journal ready to append. Returns the follower
+    /// unchanged while a writer is alive.
+    pub fn try_promote(
+        mut self,
+        durability: Durability,
+        mut replay: impl FnMut(&JournalRecord),
+    ) -> Result<Result<Journal, Follower>, Error> {
+        if !try_lock(&self.file, &self.path)? {
+            return Ok(Err(self));
+        }
+        let path = self.path.clone();
+        Journal::finish_open(self.file, &path, durability, &mut self.cursor, &mut replay).map(Ok)
     }
 }

@@ -15,6 +15,7 @@ mod hash;
 mod idindex;
 mod journal;
 mod levelset;
+pub mod pipeline;
 mod sequencer;
 pub mod types;
 pub mod workload;
@@ -22,8 +23,8 @@ pub mod workload;
 pub use config::{EngineConfig, SymbolConfig};
 pub use engine::{Balance, Engine, RestingOrder, TopOfBook};
 pub use error::Error;
-pub use journal::{Durability, Journal, JournalRecord};
-pub use sequencer::Exchange;
+pub use journal::{Durability, Follower, Journal, JournalRecord};
+pub use sequencer::{Exchange, Standby};
 pub use types::{
     AccountId, Command, CommandKind, Event, EventKind, OrderId, OrderType, Price, Qty, Reason,
     Side, SymbolId, TimeInForce, CASH,

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::journal::{Durability, Journal};
+use crate::journal::{Durability, Follower, Journal};
 use crate::types::{Command, Event};
 
 /// Sequencer + journal + engine: the deterministic heart of the exchange.
@@ -110,5 +110,95 @@ impl Exchange {
         self.next_input_seq += commands.len() as u64;
         self.last_timestamp_ns = timestamp_ns;
         Ok(first)
+    }
+}
+
+/// A hot standby: an engine that follows the primary's journal record by
+/// record and takes over when the primary is gone.
+///
+/// The primary holds the journal's lock; the kernel drops it when the
+/// primary dies, however it dies. [`Standby::try_take_over`] takes the lock,
+/// replays what the primary wrote last, cuts a torn tail and becomes an
+/// [`Exchange`] that goes on with the next sequence number: no sequence number
+/// is lost or given twice, and the state is what the primary's was.
+pub struct Standby {
+    engine: Engine,
+    follower: Follower,
+    last_timestamp_ns: u64,
+    events: Vec<Event>,
+}
+
+impl Standby {
+    /// Starts following the journal at `path` (the primary must have created
+    /// it). Nothing is replayed yet: the first [`poll`](Self::poll) catches up.
+    pub fn follow(config: EngineConfig, path: &Path) -> Result<Self, Error> {
+        let follower = Follower::open(path, config.fingerprint())?;
+        Ok(Self {
+            engine: Engine::new(config)?,
+            follower,
+            last_timestamp_ns: 0,
+            events: Vec::new(),
+        })
+    }
+
+    /// Applies the records the primary appended since the last poll, passing
+    /// each one's events to `replayed`. Returns how many records were applied.
+    pub fn poll(&mut self, mut replayed: impl FnMut(&[Event])) -> Result<u64, Error> {
+        let Self {
+            engine,
+            follower,
+            last_timestamp_ns,
+            events,
+        } = self;
+        follower.poll(|record| {
+            events.clear();
+            engine.process(&record.command, record.seq, events);
+            *last_timestamp_ns = record.command.timestamp_ns;
+            replayed(events);
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The sequence number of the next record the standby expects.
+    pub fn next_input_seq(&self) -> u64 {
+        self.follower.next_seq()
+    }
+
+    /// Becomes the primary if the journal's writer is gone; otherwise hands
+    /// the standby back unchanged.
+    pub fn try_take_over(
+        self,
+        durability: Durability,
+        mut replayed: impl FnMut(&[Event]),
+    ) -> Result<Result<Exchange, Standby>, Error> {
+        let Self {
+            mut engine,
+            follower,
+            mut last_timestamp_ns,
+            mut events,
+        } = self;
+        let promoted = follower.try_promote(durability, |record| {
+            events.clear();
+            engine.process(&record.command, record.seq, &mut events);
+            last_timestamp_ns = record.command.timestamp_ns;
+            replayed(&events);
+        })?;
+        Ok(match promoted {
+            Ok(journal) => Ok(Exchange {
+                next_input_seq: journal.next_seq(),
+                engine,
+                journal: Some(journal),
+                last_timestamp_ns,
+            }),
+            Err(follower) => Err(Standby {
+                engine,
+                follower,
+                last_timestamp_ns,
+                events,
+            }),
+        })
     }
 }

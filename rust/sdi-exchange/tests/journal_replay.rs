@@ -71,6 +71,7 @@ fn a_torn_tail_is_cut_off_and_never_served() {
         Exchange::open(workload_config(true), &path, Durability::Buffered, |_| {}).expect("reopen");
     assert_eq!(exchange.next_input_seq(), next_seq);
     assert_eq!(std::fs::metadata(&path).expect("journal").len(), length);
+    drop(exchange);
 
     // A whole last record with a bad checksum is a torn write too.
     let mut file = OpenOptions::new().write(true).open(&path).expect("open");
@@ -146,4 +147,95 @@ fn synced_appends_survive_reopen() {
     let exchange =
         Exchange::open(workload_config(true), &path, Durability::Sync, |_| {}).expect("reopen");
     assert_eq!(exchange.engine().state_hash(), hash);
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_holds_the_journal() {
+    let path = temp_journal("locked");
+    let first =
+        Exchange::open(workload_config(true), &path, Durability::Buffered, |_| {}).expect("open");
+    let error = Exchange::open(workload_config(true), &path, Durability::Buffered, |_| {})
+        .err()
+        .expect("must refuse");
+    assert!(matches!(error, Error::Locked { .. }), "{error}");
+    drop(first);
+    Exchange::open(workload_config(true), &path, Durability::Buffered, |_| {})
+        .expect("free again once the first is gone");
+}
+
+#[test]
+fn a_standby_follows_and_takes_over_without_losing_a_sequence_number() {
+    use sdi_exchange::Standby;
+    let path = temp_journal("standby");
+    let mut commands = funding_commands();
+    commands.extend(mixed_workload(6_000, 9));
+    let (first_part, rest) = commands.split_at_mut(4_000);
+
+    let mut primary =
+        Exchange::open(workload_config(true), &path, Durability::Buffered, |_| {}).expect("open");
+    let mut standby = Standby::follow(workload_config(true), &path).expect("follow");
+    let mut primary_events = Vec::new();
+    let mut standby_events = Vec::new();
+    for batch in first_part.chunks_mut(700) {
+        primary
+            .submit(batch, 1, &mut primary_events)
+            .expect("submit");
+        standby
+            .poll(|events| standby_events.extend_from_slice(events))
+            .expect("poll");
+        assert_eq!(standby.next_input_seq(), primary.next_input_seq());
+        assert_eq!(standby.engine().state_hash(), primary.engine().state_hash());
+    }
+    assert_eq!(standby_events, primary_events);
+
+    // While the primary lives, the standby cannot take over.
+    let standby = match standby.try_take_over(Durability::Buffered, |_| {}) {
+        Ok(Ok(_)) => panic!("took over from a live primary"),
+        Ok(Err(standby)) => standby,
+        Err(error) => panic!("{error}"),
+    };
+    // The primary writes a last batch the standby has not polled, then dies
+    // in the middle of another record.
+    primary
+        .submit(&mut rest[..500], 1, &mut primary_events)
+        .expect("submit");
+    let hash_at_death = primary.engine().state_hash();
+    let seq_at_death = primary.next_input_seq();
+    drop(primary);
+    let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+    file.write_all(&[0x5A; 20]).expect("torn write");
+    drop(file);
+
+    let mut taken_over_events = Vec::new();
+    let mut promoted = match standby.try_take_over(Durability::Buffered, |events| {
+        taken_over_events.extend_from_slice(events)
+    }) {
+        Ok(Ok(exchange)) => exchange,
+        Ok(Err(_)) => panic!("the primary is gone, the lock must be free"),
+        Err(error) => panic!("{error}"),
+    };
+    assert_eq!(promoted.next_input_seq(), seq_at_death);
+    assert_eq!(promoted.engine().state_hash(), hash_at_death);
+    assert!(
+        !taken_over_events.is_empty(),
+        "the unpolled batch was replayed on takeover"
+    );
+
+    // It goes on where the primary stopped: the same state as one uninterrupted run.
+    let mut events = Vec::new();
+    promoted
+        .submit(&mut rest[500..], 1, &mut events)
+        .expect("submit");
+    let mut reference = Exchange::in_memory(workload_config(true)).expect("engine");
+    let mut all = funding_commands();
+    all.extend(mixed_workload(6_000, 9));
+    let mut sink = Vec::new();
+    for batch in all.chunks_mut(700) {
+        reference.submit(batch, 1, &mut sink).expect("submit");
+    }
+    assert_eq!(
+        promoted.engine().state_hash(),
+        reference.engine().state_hash()
+    );
+    assert_eq!(promoted.next_input_seq(), reference.next_input_seq());
 }

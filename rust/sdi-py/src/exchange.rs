@@ -6,12 +6,17 @@
 //! released for the whole batch.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 
 use crate::errors::{core_err, run_core, CoreError, Kind};
-use sdi_exchange::{Command, Durability, EngineConfig, Error, Event, Exchange, Side, SymbolConfig};
+use sdi_exchange::pipeline::{MatcherStage, StageConfig};
+use sdi_exchange::{
+    Command, Durability, EngineConfig, Error, Event, Exchange, Side, Standby, SymbolConfig,
+};
+use sdi_ring::WaitStrategy;
 
 impl CoreError for Error {
     fn kind(&self) -> Kind {
@@ -19,6 +24,9 @@ impl CoreError for Error {
             Error::Config(_) | Error::InvalidArgument(_) => Kind::InvalidArgument,
             Error::Corrupt { .. } => Kind::Corrupt,
             Error::Io { .. } => Kind::Io,
+            Error::Locked { .. } => Kind::InvalidArgument,
+            Error::Internal(_) => Kind::Internal,
+            Error::Ring(inner) => inner.kind(),
         }
     }
 }
@@ -63,33 +71,9 @@ fn read_commands(py: Python<'_>, bytes: &[u8], out: &mut Vec<Command>) -> PyResu
 
 /// The events as one flat byte array (80 bytes per event).
 fn events_to_array<'py>(py: Python<'py>, events: &[Event]) -> Bound<'py, PyArray1<u8>> {
-    let array = PyArray1::<u8>::zeros(py, events.len() * EVENT_BYTES, false);
-    {
-        let mut view = array.readwrite();
-        let out = view.as_slice_mut().expect("a new array is contiguous");
-        for (event, chunk) in events.iter().zip(out.chunks_exact_mut(EVENT_BYTES)) {
-            write_event(event, chunk);
-        }
-    }
-    array
-}
-
-fn write_event(event: &Event, out: &mut [u8]) {
-    out[0..8].copy_from_slice(&event.seq.to_le_bytes());
-    out[8..16].copy_from_slice(&event.input_seq.to_le_bytes());
-    out[16] = event.kind;
-    out[17] = event.side;
-    out[18] = event.reason;
-    out[19] = event.reserved;
-    out[20..24].copy_from_slice(&event.symbol.to_le_bytes());
-    out[24..28].copy_from_slice(&event.account.to_le_bytes());
-    out[28..32].copy_from_slice(&event.maker_account.to_le_bytes());
-    out[32..40].copy_from_slice(&event.order_id.to_le_bytes());
-    out[40..48].copy_from_slice(&event.maker_order_id.to_le_bytes());
-    out[48..56].copy_from_slice(&event.price.to_le_bytes());
-    out[56..64].copy_from_slice(&event.qty.to_le_bytes());
-    out[64..72].copy_from_slice(&event.leaves.to_le_bytes());
-    out[72..80].copy_from_slice(&event.maker_leaves.to_le_bytes());
+    let mut bytes = Vec::new();
+    sdi_exchange::pipeline::encode_events(events, &mut bytes);
+    PyArray1::from_vec(py, bytes)
 }
 
 fn readonly_bytes<'py>(
@@ -109,6 +93,48 @@ fn side_from(py: Python<'_>, side: u8) -> PyResult<Side> {
 /// A price level as Python sees it: `(price, total quantity)`.
 type Level = (i64, u64);
 
+/// The engine's settings as `sdi.exchange` passes them: `(symbols, accounts,
+/// orders_resting_max, funds, daily_notional_max, book_deltas)`.
+type ConfigTuple = (Vec<SymbolTuple>, u32, u32, bool, i64, bool);
+
+fn engine_config(
+    (symbols, accounts, orders_resting_max, funds, daily_notional_max, book_deltas): ConfigTuple,
+) -> EngineConfig {
+    EngineConfig {
+        symbols: symbols
+            .into_iter()
+            .map(
+                |(tick_size, min_price, price_levels, reference_price, band_bps, order_qty_max)| {
+                    SymbolConfig {
+                        tick_size,
+                        min_price,
+                        price_levels,
+                        reference_price,
+                        band_bps,
+                        order_qty_max,
+                    }
+                },
+            )
+            .collect(),
+        accounts,
+        orders_resting_max,
+        funds,
+        daily_notional_max,
+        book_deltas,
+    }
+}
+
+fn parse_durability(py: Python<'_>, durability: &str) -> PyResult<Durability> {
+    match durability {
+        "sync" => Ok(Durability::Sync),
+        "buffered" => Ok(Durability::Buffered),
+        other => Err(invalid(
+            py,
+            format!("durability must be 'sync' or 'buffered', not {other:?}"),
+        )),
+    }
+}
+
 /// Symbol settings as `sdi.exchange.Symbol` passes them:
 /// `(tick_size, min_price, price_levels, reference_price, band_bps, order_qty_max)`.
 type SymbolTuple = (i64, i64, u32, i64, u32, u64);
@@ -126,58 +152,15 @@ pub struct PyExchange {
 #[pymethods]
 impl PyExchange {
     #[new]
-    #[pyo3(signature = (symbols, accounts, orders_resting_max, funds = true, daily_notional_max = 0, book_deltas = false, journal = None, durability = "sync"))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (config, journal = None, durability = "sync"))]
     fn new(
         py: Python<'_>,
-        symbols: Vec<SymbolTuple>,
-        accounts: u32,
-        orders_resting_max: u32,
-        funds: bool,
-        daily_notional_max: i64,
-        book_deltas: bool,
+        config: ConfigTuple,
         journal: Option<PathBuf>,
         durability: &str,
     ) -> PyResult<Self> {
-        let durability = match durability {
-            "sync" => Durability::Sync,
-            "buffered" => Durability::Buffered,
-            other => {
-                return Err(invalid(
-                    py,
-                    format!("durability must be 'sync' or 'buffered', not {other:?}"),
-                ))
-            }
-        };
-        let config = EngineConfig {
-            symbols: symbols
-                .into_iter()
-                .map(
-                    |(
-                        tick_size,
-                        min_price,
-                        price_levels,
-                        reference_price,
-                        band_bps,
-                        order_qty_max,
-                    )| {
-                        SymbolConfig {
-                            tick_size,
-                            min_price,
-                            price_levels,
-                            reference_price,
-                            band_bps,
-                            order_qty_max,
-                        }
-                    },
-                )
-                .collect(),
-            accounts,
-            orders_resting_max,
-            funds,
-            daily_notional_max,
-            book_deltas,
-        };
+        let durability = parse_durability(py, durability)?;
+        let config = engine_config(config);
         run_core(py, move || {
             let mut replayed = Vec::new();
             let inner = match journal {
@@ -351,6 +334,176 @@ impl PyExchange {
     }
 }
 
+/// A hot standby following a primary's journal (see `sdi.exchange.Standby`).
+#[pyclass(module = "sdi._rust.exchange", name = "Standby")]
+pub struct PyStandby {
+    inner: Option<Standby>,
+    events: Vec<Event>,
+}
+
+impl PyStandby {
+    fn standby(&self, py: Python<'_>) -> PyResult<&Standby> {
+        self.inner.as_ref().ok_or_else(|| {
+            invalid(
+                py,
+                "this standby has taken over; use the Exchange it returned",
+            )
+        })
+    }
+}
+
+#[pymethods]
+impl PyStandby {
+    #[new]
+    fn new(py: Python<'_>, config: ConfigTuple, journal: PathBuf) -> PyResult<Self> {
+        let config = engine_config(config);
+        let standby = run_core(py, move || Standby::follow(config, &journal))?;
+        Ok(Self {
+            inner: Some(standby),
+            events: Vec::new(),
+        })
+    }
+
+    /// Applies what the primary appended since the last poll; returns its events as bytes.
+    fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u8>>> {
+        let Some(standby) = self.inner.as_mut() else {
+            return Err(invalid(
+                py,
+                "this standby has taken over; use the Exchange it returned",
+            ));
+        };
+        let events = &mut self.events;
+        events.clear();
+        run_core(py, move || {
+            standby.poll(|batch| events.extend_from_slice(batch))?;
+            Ok::<_, Error>(())
+        })?;
+        Ok(events_to_array(py, &self.events))
+    }
+
+    /// Takes over if the primary is gone: returns `(Exchange, events replayed on the way)`,
+    /// or None while the primary holds the journal.
+    #[pyo3(signature = (durability = "sync"))]
+    fn try_take_over<'py>(
+        &mut self,
+        py: Python<'py>,
+        durability: &str,
+    ) -> PyResult<Option<(PyExchange, Bound<'py, PyArray1<u8>>)>> {
+        let durability = parse_durability(py, durability)?;
+        let Some(standby) = self.inner.take() else {
+            return Err(invalid(py, "this standby has taken over already"));
+        };
+        let (outcome, replayed) = run_core(py, move || {
+            let mut replayed = Vec::new();
+            let outcome =
+                standby.try_take_over(durability, |batch| replayed.extend_from_slice(batch))?;
+            Ok::<_, Error>((outcome, replayed))
+        })?;
+        match outcome {
+            Ok(exchange) => Ok(Some((
+                PyExchange {
+                    inner: exchange,
+                    replayed: Vec::new(),
+                    commands: Vec::new(),
+                    events: Vec::new(),
+                },
+                events_to_array(py, &replayed),
+            ))),
+            Err(standby) => {
+                self.inner = Some(standby);
+                Ok(None)
+            }
+        }
+    }
+
+    #[getter]
+    fn next_input_seq(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.standby(py)?.next_input_seq())
+    }
+
+    fn state_hash(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.standby(py)?.engine().state_hash())
+    }
+}
+
+/// The matcher stage between two rings, on its own thread (see `sdi.exchange.MatcherStage`).
+#[pyclass(module = "sdi._rust.exchange", name = "MatcherStage")]
+pub struct PyMatcherStage {
+    inner: Option<MatcherStage>,
+}
+
+#[pymethods]
+impl PyMatcherStage {
+    #[new]
+    #[pyo3(signature = (config, command_ring, event_ring, journal = None, durability = "sync", batch_records_max = 4096, wait = "spin_then_yield", cpu = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        config: ConfigTuple,
+        command_ring: PathBuf,
+        event_ring: PathBuf,
+        journal: Option<PathBuf>,
+        durability: &str,
+        batch_records_max: usize,
+        wait: &str,
+        cpu: Option<usize>,
+    ) -> PyResult<Self> {
+        let durability = parse_durability(py, durability)?;
+        let wait =
+            WaitStrategy::from_name(wait).map_err(|error| core_err(py, Error::from(error)))?;
+        let config = engine_config(config);
+        let stage = run_core(py, move || {
+            let exchange = match journal {
+                None => Exchange::in_memory(config)?,
+                Some(path) => Exchange::open(config, &path, durability, |_| {})?,
+            };
+            MatcherStage::start(
+                exchange,
+                &command_ring,
+                &event_ring,
+                StageConfig {
+                    batch_records_max,
+                    wait,
+                    cpu,
+                },
+            )
+        })?;
+        Ok(Self { inner: Some(stage) })
+    }
+
+    /// `(commands, events, batches)` processed so far.
+    fn counters(&self) -> (u64, u64, u64) {
+        self.inner.as_ref().map_or((0, 0, 0), |stage| {
+            let counters = stage.counters();
+            (
+                counters.commands.load(Ordering::Relaxed),
+                counters.events.load(Ordering::Relaxed),
+                counters.batches.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Whether the stage's thread has ended (clean end of input or an error).
+    fn is_finished(&self) -> bool {
+        self.inner.as_ref().is_none_or(MatcherStage::is_finished)
+    }
+
+    /// Stops the stage and returns `(commands, events, batches, state_hash, next_input_seq)`.
+    fn stop(&mut self, py: Python<'_>) -> PyResult<(u64, u64, u64, u64, u64)> {
+        let Some(stage) = self.inner.take() else {
+            return Err(invalid(py, "the stage was already stopped"));
+        };
+        let report = run_core(py, move || stage.stop())?;
+        Ok((
+            report.commands,
+            report.events,
+            report.batches,
+            report.state_hash,
+            report.next_input_seq,
+        ))
+    }
+}
+
 /// The exchange-core-like benchmark mix: `count` commands from `seed`, as bytes.
 #[pyfunction]
 fn mixed_workload<'py>(
@@ -388,6 +541,8 @@ pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = parent.py();
     let module = PyModule::new(py, "exchange")?;
     module.add_class::<PyExchange>()?;
+    module.add_class::<PyStandby>()?;
+    module.add_class::<PyMatcherStage>()?;
     module.add_function(wrap_pyfunction!(mixed_workload, &module)?)?;
     module.add_function(wrap_pyfunction!(funding_commands, &module)?)?;
     module.add("COMMAND_BYTES", COMMAND_BYTES)?;
