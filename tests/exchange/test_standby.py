@@ -64,7 +64,8 @@ def test_standby_takes_over_from_a_killed_primary(tmp_path: Path) -> None:
     assert events["seq"].tolist() == list(range(1, len(events) + 1))
     assert promoted.next_event_seq == len(events) + 1
     inputs = np.unique(events["input_seq"])
-    assert inputs[0] == 1 and inputs[-1] == recovered
+    assert inputs[0] == 1
+    assert inputs[-1] == recovered
 
     # The promoted exchange goes on where the primary stopped.
     more = promoted.submit(commands[recovered : recovered + 500], now_ns=recovered)
