@@ -24,6 +24,11 @@ if not os.environ.get("SDI_SKIP_CYTHON"):
                 ["cython/sdi/_resp.pyx"],
                 extra_compile_args=["-O3"],
             ),
+            Extension(
+                "sdi._fix",
+                ["cython/sdi/_fix.pyx"],
+                extra_compile_args=["-O3"],
+            ),
         ],
         language_level=3,
         compiler_directives={

@@ -5,9 +5,10 @@ A package-style stub, because the module has compiled submodules
 """
 
 from . import exchange as exchange
+from . import marketdata as marketdata
 from . import ring as ring
 
-__all__ = ["__version__", "_panic_for_test", "exchange", "ring"]
+__all__ = ["__version__", "_panic_for_test", "exchange", "marketdata", "ring"]
 
 __version__: str
 

@@ -15,6 +15,7 @@ mod hash;
 mod idindex;
 mod journal;
 mod levelset;
+pub mod marketdata;
 pub mod pipeline;
 mod sequencer;
 pub mod types;

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod exchange;
+mod marketdata;
 mod ring;
 
 /// A function that panics on purpose, so the tests can check that a Rust
@@ -26,5 +27,6 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     ring::register(m)?;
     exchange::register(m)?;
+    marketdata::register(m)?;
     Ok(())
 }
