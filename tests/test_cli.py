@@ -30,16 +30,21 @@ def _start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], str]
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     lines = []
+    url = None
+    # `up` is ready when it says so; `serve` when it listens.
+    ready = "all services up" if args[0] == "up" else "listening on"
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
             break
         lines.append(line)
         match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            return process, match.group(1)
+        if match and url is None:
+            url = match.group(1)
+        if url is not None and ready in line:
+            return process, url
     process.kill()
     raise AssertionError(f"sdi never said it was listening; it printed: {''.join(lines)}")
 

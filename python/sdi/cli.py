@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import sdi
 from sdi.runtime import Service, ServiceConfig, run, run_services
@@ -23,6 +24,7 @@ from sdi.systems import SYSTEMS, System
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STATUS_PORT = 8700
+PORTS_PER_SYSTEM = 10
 
 
 def default_data_dir() -> Path:
@@ -37,15 +39,15 @@ def built_systems() -> list[System]:
     return [system for system in SYSTEMS if system.state == "built"]
 
 
-def make_service(system: System) -> Service:
-    """Imports the system's service module and builds its service."""
+def make_service(system: System, options: dict[str, Any] | None = None) -> Service:
+    """Imports the system's service module and builds its service from ``options``."""
     if system.service_module is None:
         raise SystemExit(
             f"sdi serve {system.key}: {system.title} is not built yet; "
             "`sdi systems` lists what is, and the README's status table says what is next"
         )
     module = importlib.import_module(system.service_module)
-    service: Service = module.service()
+    service: Service = module.service(options or {})
     return service
 
 
@@ -76,7 +78,8 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     running: dict[str, str] = {}
     services: list[tuple[Service, ServiceConfig]] = []
     for offset, system in enumerate(built_systems(), start=1):
-        service_port = 0 if port == 0 else port + offset
+        # Each system gets a block of ports: its main port, then its own extra ones.
+        service_port = 0 if port == 0 else port + PORTS_PER_SYSTEM * offset
         services.append(
             (make_service(system), ServiceConfig(args.host, service_port, data_dir / system.key))
         )
@@ -87,10 +90,10 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not_built:
         print(f"not built yet: {', '.join(not_built)}", flush=True)
 
-    def ready(endpoints: list[sdi.runtime.Endpoint]) -> None:
-        for endpoint in endpoints:
-            if endpoint.name != "status":
-                running[endpoint.name] = endpoint.url
+    def ready(endpoints: dict[str, list[sdi.runtime.Endpoint]]) -> None:
+        for key, served in endpoints.items():
+            if key != "status" and served:
+                running[key] = ", ".join(endpoint.url for endpoint in served)
         print("all services up; Ctrl-C stops them cleanly", flush=True)
 
     run(lambda: run_services(services, on_ready=ready))
@@ -104,7 +107,12 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.system == "status":
         service = StatusService()
     else:
-        service = make_service(next(s for s in SYSTEMS if s.key == args.system))
+        options = {
+            "fix_port": args.fix_port,
+            "md_port": args.md_port,
+            "fix_secret": args.fix_secret,
+        }
+        service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
     config = ServiceConfig(args.host, port, data_dir / args.system)
     run(lambda: run_services([(service, config)]))
     return 0
@@ -163,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("system", choices=keys, metavar="system", help=", ".join(keys))
     _add_service_arguments(serve, DEFAULT_STATUS_PORT)
+    exchange = serve.add_argument_group("exchange")
+    exchange.add_argument(
+        "--fix-port", type=int, default=None, help="FIX 4.4 gateway port (default --port + 1)"
+    )
+    exchange.add_argument(
+        "--md-port", type=int, default=None, help="market data UDP port (default --port + 2)"
+    )
+    exchange.add_argument(
+        "--fix-secret", default=None, help="the FIX Logon password (554) (default 'sdi')"
+    )
     serve.set_defaults(handler=cmd_serve)
 
     systems = commands.add_parser("systems", help="list the thirteen systems and their state")

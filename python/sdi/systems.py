@@ -45,7 +45,15 @@ SYSTEMS: tuple[System, ...] = (
     System("leaderboard", "Gaming leaderboard", 10, "Redis protocol (RESP)", "zset"),
     System("payments", "Payment system", 11, "HTTP JSON with idempotency keys", "ledger"),
     System("wallet", "Digital wallet", 12, "HTTP JSON, batch binary API", "ledger"),
-    System("exchange", "Stock exchange", 13, "FIX 4.4, market data", "exchange, ring"),
+    System(
+        "exchange",
+        "Stock exchange",
+        13,
+        "FIX 4.4, market data over UDP multicast and WebSocket",
+        "exchange, ring",
+        state="built",
+        service_module="sdi.exchange.service",
+    ),
 )
 
 

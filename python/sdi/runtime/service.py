@@ -57,16 +57,19 @@ async def run_services(
     services: Sequence[tuple[Service, ServiceConfig]],
     *,
     out: TextIO = sys.stdout,
-    on_ready: Callable[[list[Endpoint]], None] | None = None,
+    on_ready: Callable[[dict[str, list[Endpoint]]], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Runs ``services`` until SIGINT/SIGTERM (or ``stop`` is set), then stops them."""
+    """Runs ``services`` until SIGINT/SIGTERM (or ``stop`` is set), then stops them.
+
+    ``on_ready`` gets every service's endpoints by service key once all have started.
+    """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     started: list[Service] = []
-    endpoints: list[Endpoint] = []
+    endpoints: dict[str, list[Endpoint]] = {}
     try:
         for service, config in services:
             config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,7 @@ async def run_services(
             for endpoint in service_endpoints:
                 print(f"sdi {endpoint.name} listening on {endpoint.url}", file=out, flush=True)
                 print(f"    try: {endpoint.try_it}", file=out, flush=True)
-            endpoints.extend(service_endpoints)
+            endpoints[service.key] = service_endpoints
         if on_ready is not None:
             on_ready(endpoints)
         await stop.wait()

@@ -1,0 +1,333 @@
+"""``sdi serve exchange``: the stock exchange as a running service.
+
+    FIX 4.4 clients --TCP--> gateway (asyncio) --command ring--> matcher stage (Rust thread)
+                                     ^                                   |
+                                     +-- ExecutionReports <--event ring--+--> market data
+                                                                              UDP multicast
+                                                                              WebSocket (JSON)
+
+The gateway parses FIX (``sdi.exchange.fix``) and pushes 48-byte commands into
+an SPSC ring; the matcher stage (sequencer, journal, order manager, matcher)
+runs on its own thread with no Python on it; an asyncio task pops the events,
+sends each session its ExecutionReports and publishes market data by UDP
+(multicast on loopback, unicast fallback) and over WebSocket.
+
+The service starts with two demo instruments, ``ACME`` and ``GLOBX`` (prices
+in cents, tick 0.01, band 10% around 100.00), and two demo firms, ``ALPHA``
+and ``BRAVO``, funded on first start. The FIX password is ``--fix-secret``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdi import ring
+from sdi.errors import Closed
+from sdi.exchange import (
+    CASH,
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    EventKind,
+    Exchange,
+    Kind,
+    MatcherStage,
+    Side,
+    Symbol,
+    commands,
+)
+from sdi.exchange.fix import Gateway, Instrument, Peer, Session
+from sdi.exchange.marketdata import Publisher, UdpFeed, WebSocketFanout
+from sdi.runtime.service import Endpoint, Service, ServiceConfig
+
+__all__ = ["ExchangeService", "service"]
+
+INSTRUMENTS = {"ACME": 0, "GLOBX": 1}
+SYMBOL = Symbol(
+    tick_size=1, min_price=1, price_levels=1_000_000, reference_price=10_000, band_bps=1_000
+)
+FIRMS = {"ALPHA": 0, "BRAVO": 1}
+ACCOUNTS = 16
+DEMO_CASH = 10**12
+DEMO_SHARES = 10**7
+COMMAND_RING_BYTES = 1 << 20
+EVENT_RING_BYTES = 1 << 22
+EVENT_BATCH_RECORDS = 4096
+IDLE_POLL_SECONDS = 0.0005
+READ_BYTES = 65536
+
+
+@dataclass(eq=False)
+class _Connection:
+    session: Session
+    writer: asyncio.StreamWriter
+    ticker: asyncio.Task[None] | None = None
+
+
+class ExchangeService(Service):
+    """The exchange: FIX gateway, matcher stage, market data (UDP and WebSocket)."""
+
+    key = "exchange"
+
+    def __init__(
+        self,
+        *,
+        fix_port: int | None = None,
+        md_port: int | None = None,
+        fix_secret: str = "sdi",
+        wait: str = "sleep",
+        cpu: int | None = None,
+    ) -> None:
+        self._fix_port_wanted = fix_port
+        self._md_port_wanted = md_port
+        self._fix_secret = fix_secret
+        self._wait = wait
+        self._cpu = cpu
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self.fix_port = 0
+        self.md_port = 0
+        self.ws_port = 0
+
+    async def start(self, config: ServiceConfig) -> list[Endpoint]:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        journal = config.data_dir / "journal"
+        symbols = [SYMBOL] * len(INSTRUMENTS)
+        self._publisher = Publisher(symbols=len(INSTRUMENTS))
+        self._fanout = WebSocketFanout(symbols=len(INSTRUMENTS))
+        self._open_journal(journal, symbols)
+        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+        self._ring_dir = Path(tempfile.mkdtemp(prefix=f"sdi-exchange-{os.getpid()}-", dir=shm))
+        command_ring, event_ring = self._ring_dir / "commands", self._ring_dir / "events"
+        ring.create(command_ring, COMMAND_RING_BYTES)
+        ring.create(event_ring, EVENT_RING_BYTES)
+        self._stage = MatcherStage(
+            symbols,
+            accounts=ACCOUNTS,
+            book_deltas=True,
+            journal=journal,
+            command_ring=command_ring,
+            event_ring=event_ring,
+            wait=self._wait,  # type: ignore[arg-type]
+            cpu=self._cpu,
+        )
+        self._commands_out = ring.Producer(command_ring)
+        self._events_in = ring.Consumer(event_ring)
+        self._gateway = Gateway(
+            "SDIX",
+            instruments={
+                name: Instrument(symbol_id, tick_size=1, price_unit=Decimal("0.01"))
+                for name, symbol_id in INSTRUMENTS.items()
+            },
+            peers={
+                firm: Peer(password=self._fix_secret, account=account)
+                for firm, account in FIRMS.items()
+            },
+            # Engine order ids must not repeat those in the journal: start past the clock.
+            first_order_id=time.time_ns() // 1000,
+        )
+        fix_port = self._port(config, self._fix_port_wanted, 1)
+        md_port = self._port(config, self._md_port_wanted, 2)
+        self._fix_server = await asyncio.start_server(self._serve_fix, config.host, fix_port)
+        self.fix_port = int(self._fix_server.sockets[0].getsockname()[1])
+        self._udp = await UdpFeed.open(
+            port=md_port or self._free_udp_port(), fallback=[("127.0.0.1", md_port or 0)]
+        )
+        self.md_port = self._udp.port
+        from websockets.asyncio.server import serve
+
+        self._ws_server = await serve(self._fanout.handler, config.host, config.port)
+        self.ws_port = int(next(iter(self._ws_server.sockets)).getsockname()[1])
+        self._spawn(self._pump_events())
+        host = config.host
+        udp_host = self._udp.group if self._udp.mode == "multicast" else host
+        return [
+            Endpoint(
+                "exchange FIX 4.4",
+                f"tcp://{host}:{self.fix_port}",
+                "any FIX 4.4 client (simplefix, quickfix): SenderCompID ALPHA or BRAVO, "
+                f"TargetCompID SDIX, Password (554) {self._fix_secret!r}; symbols ACME, GLOBX",
+            ),
+            Endpoint(
+                "exchange market data (WebSocket)",
+                f"ws://{host}:{self.ws_port}",
+                f'python -m websockets ws://{host}:{self.ws_port}  then send {{"op": "subscribe"}}',
+            ),
+            Endpoint(
+                f"exchange market data (UDP {self._udp.mode})",
+                f"udp://{udp_host}:{self.md_port}",
+                "sdi.exchange.marketdata.UdpReceiver",
+            ),
+        ]
+
+    @staticmethod
+    def _port(config: ServiceConfig, wanted: int | None, offset: int) -> int:
+        if wanted is not None:
+            return wanted
+        return 0 if config.port == 0 else config.port + offset
+
+    @staticmethod
+    def _free_udp_port() -> int:
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    def _open_journal(self, journal: Path, symbols: list[Symbol]) -> None:
+        """Replays the journal once to fund the demo firms on first start and to
+        give market data the books as they stand; the stage then owns the journal.
+        """
+        market = Exchange(symbols, accounts=ACCOUNTS, book_deltas=True, journal=journal)
+        if market.next_input_seq == 1:
+            accounts, assets, amounts = [], [], []
+            for account in FIRMS.values():
+                accounts.append(account)
+                assets.append(CASH)
+                amounts.append(DEMO_CASH)
+                for symbol_id in INSTRUMENTS.values():
+                    accounts.append(account)
+                    assets.append(symbol_id)
+                    amounts.append(DEMO_SHARES)
+            market.submit(commands(kind=Kind.DEPOSIT, account=accounts, symbol=assets, qty=amounts))
+        # The books as book deltas, so the publisher and the fan-out start from them.
+        levels = []
+        for symbol_id in INSTRUMENTS.values():
+            for side in (Side.BUY, Side.SELL):
+                for price, qty in market.depth(symbol_id, side, SYMBOL.price_levels):
+                    levels.append((symbol_id, side, price, qty))
+        # Dropping the last reference closes the journal and releases its lock.
+        del market
+        seed = np.zeros(len(levels), dtype=EVENT_DTYPE)
+        # The publisher wants increasing event numbers; the engine's next events
+        # are numbered after every replayed one, and there are at least as many
+        # of those as there are levels, so 1..n stays below them.
+        seed["seq"] = np.arange(1, len(levels) + 1)
+        for row, (symbol_id, side, price, qty) in zip(seed, levels, strict=True):
+            row["kind"], row["symbol"], row["side"] = EventKind.BOOK_DELTA, symbol_id, side
+            row["price"], row["qty"] = price, qty
+        self._fanout.feed(self._publisher.publish(seed))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _submit(self, batch: np.ndarray) -> None:
+        """Pushes commands into the command ring, waiting (without blocking the loop) if full."""
+        if len(batch) == 0:
+            return
+        rows = batch.view(np.uint8).reshape(len(batch), COMMAND_DTYPE.itemsize)
+        pushed = 0
+        while pushed < len(rows):
+            pushed += self._commands_out.push_many(rows[pushed:])
+            if pushed < len(rows):
+                await asyncio.sleep(IDLE_POLL_SECONDS)
+
+    async def _serve_fix(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(self._gateway.connect(), writer)
+        self._connections.add(connection)
+        connection.ticker = asyncio.create_task(self._tick(connection))
+        try:
+            while not self._stopping.is_set():
+                data = await reader.read(READ_BYTES)
+                if not data:
+                    break
+                step = connection.session.receive(data, time.time_ns())
+                if step.send:
+                    writer.write(step.send)
+                await self._submit(step.commands)
+                if step.close:
+                    break
+                await writer.drain()
+        except (ConnectionError, Closed):
+            pass
+        finally:
+            if connection.ticker is not None:
+                connection.ticker.cancel()
+            self._connections.discard(connection)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _tick(self, connection: _Connection) -> None:
+        """Heartbeats and test requests: calls ``tick`` when the session's deadline passes."""
+        session = connection.session
+        while True:
+            deadline = session.deadline_ns()
+            delay = 1.0 if deadline is None else max(0.0, (deadline - time.time_ns()) / 1e9)
+            await asyncio.sleep(min(delay, 1.0))
+            with contextlib.suppress(Closed):
+                step = session.tick(time.time_ns())
+                if step.send:
+                    connection.writer.write(step.send)
+                if step.close:
+                    connection.writer.close()
+                    return
+
+    async def _pump_events(self) -> None:
+        """Events from the stage: ExecutionReports to sessions, market data out."""
+        rows = np.zeros((EVENT_BATCH_RECORDS, EVENT_DTYPE.itemsize), dtype=np.uint8)
+        while True:
+            count = self._events_in.pop_rows_into(rows)
+            if count == 0:
+                if self._events_in.is_finished():
+                    return
+                await asyncio.sleep(IDLE_POLL_SECONDS)
+                continue
+            events = rows[:count].reshape(-1).view(EVENT_DTYPE).copy()
+            now = time.time_ns()
+            writers = {id(c.session): c.writer for c in self._connections}
+            for session, data in self._gateway.execution_reports(events, now).items():
+                writer = writers.get(id(session))
+                if writer is not None and not writer.is_closing():
+                    writer.write(data)
+            packets = self._publisher.publish(events, now)
+            if packets:
+                self._udp.send(packets)
+                self._fanout.feed(packets)
+                if self._fanout.needs_snapshot:
+                    snapshot = self._publisher.snapshot(now_ns=now)
+                    self._fanout.feed(snapshot)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._fix_server.close()
+        for connection in list(self._connections):
+            connection.writer.close()
+        await self._fix_server.wait_closed()
+        # The gateway closes the command ring; the stage drains it and stops.
+        self._commands_out.close()
+        report = await asyncio.to_thread(self._stage.stop)
+        # Deliver the last events, then close the market data side.
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
+            task.cancel()
+        self._events_in.close()
+        self._ws_server.close()
+        await self._ws_server.wait_closed()
+        self._udp.close()
+        import shutil
+
+        shutil.rmtree(self._ring_dir, ignore_errors=True)
+        self.report = report
+
+
+def service(options: dict[str, Any]) -> Service:
+    """The exchange service from ``sdi serve exchange`` options."""
+    return ExchangeService(
+        fix_port=options.get("fix_port"),
+        md_port=options.get("md_port"),
+        fix_secret=options.get("fix_secret") or "sdi",
+    )

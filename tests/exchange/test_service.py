@@ -1,0 +1,180 @@
+"""``sdi serve exchange`` end to end, with real clients: simplefix framing FIX 4.4
+over TCP, the websockets client for market data, a restart that replays the
+journal, and a clean stop on SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import simplefix
+from websockets.asyncio.client import connect
+
+SDI = [sys.executable, "-m", "sdi.cli"]
+PATTERN = re.compile(r"sdi exchange (.+?) listening on (\S+)")
+
+
+def _start(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    process = subprocess.Popen(
+        [*SDI, "serve", "exchange", "--port", "0", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    endpoints: dict[str, str] = {}
+    lines = []
+    deadline = time.monotonic() + 60
+    while len(endpoints) < 3 and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if match := PATTERN.search(line):
+            endpoints[match.group(1)] = match.group(2)
+    if len(endpoints) < 3:
+        process.kill()
+        raise AssertionError(f"the exchange did not start; it printed: {''.join(lines)}")
+    return process, endpoints
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out
+    return out
+
+
+class FixClient:
+    """A FIX initiator built from simplefix's message builder and parser."""
+
+    def __init__(self, firm: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.firm = firm
+        self.reader, self.writer = reader, writer
+        self.parser = simplefix.FixParser()
+        self.seq = 1
+
+    def send(self, msg_type: str, fields: list[tuple[int, str]]) -> None:
+        message = simplefix.FixMessage()
+        message.append_pair(8, "FIX.4.4", header=True)
+        message.append_pair(35, msg_type, header=True)
+        message.append_pair(49, self.firm, header=True)
+        message.append_pair(56, "SDIX", header=True)
+        message.append_pair(34, str(self.seq), header=True)
+        message.append_utc_timestamp(52, datetime.now(UTC), precision=3, header=True)
+        for tag, value in fields:
+            message.append_pair(tag, value)
+        self.seq += 1
+        self.writer.write(message.encode())
+
+    async def receive(self, msg_type: bytes, timeout: float = 10.0) -> simplefix.FixMessage:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.parser.get_message()
+            if message is not None:
+                if message.get(35) == msg_type:
+                    return message
+                continue
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{self.firm} got no 35={msg_type!r}"
+            data = await asyncio.wait_for(self.reader.read(65536), remaining)
+            assert data, f"{self.firm}: the exchange closed the connection"
+            self.parser.append_buffer(data)
+
+
+async def _fix(endpoint: str, firm: str, password: str = "sdi") -> FixClient:
+    host, port = endpoint.removeprefix("tcp://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    client = FixClient(firm, reader, writer)
+    client.send("A", [(98, "0"), (108, "30"), (554, password)])
+    return client
+
+
+def _order(cl_ord_id: str, side: str, qty: int, price: str) -> list[tuple[int, str]]:
+    now = datetime.now(UTC).strftime("%Y%m%d-%H:%M:%S.%f")[:-3]
+    return [(11, cl_ord_id), (55, "ACME"), (54, side), (38, str(qty)), (40, "2"),
+            (44, price), (59, "1"), (60, now)]  # fmt: skip
+
+
+async def _trade_through_the_exchange(endpoints: dict[str, str]) -> None:
+    async with connect(endpoints["market data (WebSocket)"]) as market_data:
+        await market_data.send(json.dumps({"op": "subscribe", "symbols": [0]}))
+        snapshot = json.loads(await market_data.recv())
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["asks"] == []
+
+        alpha = await _fix(endpoints["FIX 4.4"], "ALPHA")
+        bravo = await _fix(endpoints["FIX 4.4"], "BRAVO")
+        assert (await alpha.receive(b"A")).get(49) == b"SDIX"
+        await bravo.receive(b"A")
+
+        alpha.send("D", _order("A1", "2", 10, "100.00"))
+        new = await alpha.receive(b"8")
+        assert (new.get(150), new.get(39), new.get(11)) == (b"0", b"0", b"A1")
+
+        bravo.send("D", _order("B1", "1", 4, "100.00"))
+        fill = await bravo.receive(b"8")
+        while fill.get(150) == b"0":
+            fill = await bravo.receive(b"8")
+        assert (fill.get(150), fill.get(39), fill.get(32), fill.get(31)) == (
+            b"F", b"2", b"4", b"100"
+        )  # fmt: skip
+        partial = await alpha.receive(b"8")
+        assert (partial.get(150), partial.get(39), partial.get(151)) == (b"F", b"1", b"6")
+
+        # The market data feed saw the trade and the book left behind.
+        seen_trade = False
+        deadline = time.monotonic() + 10
+        while not seen_trade and time.monotonic() < deadline:
+            update = json.loads(await asyncio.wait_for(market_data.recv(), 10))
+            for message in update.get("messages", []):
+                if message["type"] == "trade":
+                    assert (message["price"], message["qty"]) == (10_000, 4)
+                    seen_trade = True
+        assert seen_trade
+
+        # An off-grid price is refused by the gateway with an ExecutionReport.
+        alpha.send("D", _order("A2", "2", 1, "100.001"))
+        rejected = await alpha.receive(b"8")
+        assert rejected.get(39) == b"8"
+
+        intruder = await _fix(endpoints["FIX 4.4"], "ALPHA", password="wrong")
+        logout = await intruder.receive(b"5")
+        assert b"password" in (logout.get(58) or b"").lower()
+        for client in (alpha, bravo, intruder):
+            client.writer.close()
+
+
+async def _book_after_restart(endpoints: dict[str, str]) -> dict[str, object]:
+    async with connect(endpoints["market data (WebSocket)"]) as market_data:
+        await market_data.send(json.dumps({"op": "subscribe", "symbols": [0]}))
+        snapshot: dict[str, object] = json.loads(await market_data.recv())
+        return snapshot
+
+
+@pytest.mark.slow
+def test_exchange_service_end_to_end(tmp_path: Path) -> None:
+    process, endpoints = _start(tmp_path)
+    try:
+        asyncio.run(_trade_through_the_exchange(endpoints))
+    finally:
+        out = _stop(process) if process.poll() is None else ""
+    assert "stopped cleanly" in out
+
+    # The journal survives the restart: ALPHA's rest of 6 lots at 100.00 is still there.
+    process, endpoints = _start(tmp_path)
+    try:
+        snapshot = asyncio.run(_book_after_restart(endpoints))
+    finally:
+        _stop(process)
+    assert snapshot["asks"] == [[10_000, 6]]
