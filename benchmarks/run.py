@@ -53,10 +53,12 @@ def plot(core: str, results: list[Result], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        1, len(results), figsize=(max(4.0, 3.2 * len(results)), 3.6), squeeze=False
-    )
-    for axis, result in zip(axes[0], results, strict=True):
+    columns = min(3, len(results))
+    rows = -(-len(results) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    for axis in axes.flat[len(results) :]:
+        axis.set_visible(False)
+    for axis, result in zip(axes.flat, results, strict=False):
         names = ["sdi", *result.baselines]
         values = [result.sdi, *result.baselines.values()]
         colors = ["#d1495b"] + ["#5b7db1"] * len(result.baselines)
