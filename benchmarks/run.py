@@ -14,8 +14,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
+
+# None of the benchmarks uses BLAS; OpenBLAS's idle worker threads would
+# otherwise spin on the second core that the measured processes need.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

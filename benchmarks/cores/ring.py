@@ -37,8 +37,8 @@ from harness import Progress, Result, Scale, percentile
 
 PRODUCER_CPU = 0
 CONSUMER_CPU = 1
-RING_BYTES = 1 << 19
-BATCH_BYTES = 1 << 16
+RING_BYTES = 1 << 21
+BATCH_BYTES = 1 << 18
 SAMPLE_EVERY_BATCHES = 64
 
 SIZES = {

@@ -1,7 +1,7 @@
 //! Criterion benches of the engine on the exchange-core-like mix (see `sdi_exchange::workload`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sdi_exchange::workload::{mixed_workload, workload_config};
+use sdi_exchange::workload::{funding_commands, mixed_workload, workload_config};
 use sdi_exchange::Engine;
 
 fn bench_mix(c: &mut Criterion) {
@@ -18,7 +18,17 @@ fn bench_mix(c: &mut Criterion) {
             |b| {
                 let mut events = Vec::with_capacity(commands.len() * 4);
                 b.iter_batched_ref(
-                    || Engine::new(workload_config(funds)).expect("valid config"),
+                    || {
+                        let mut engine = Engine::new(workload_config(funds)).expect("valid config");
+                        if funds {
+                            // Fund every account first, or every order is refused cheaply.
+                            let mut sink = Vec::new();
+                            for command in funding_commands() {
+                                engine.process(&command, 0, &mut sink);
+                            }
+                        }
+                        engine
+                    },
                     |engine| {
                         events.clear();
                         for (seq, command) in commands.iter().enumerate() {

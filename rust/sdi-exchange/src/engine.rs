@@ -49,6 +49,8 @@ const EMPTY_LEVEL: Level = Level {
 
 struct Book {
     config: SymbolConfig,
+    /// `config.max_price()`, kept to spare a multiplication per order.
+    max_price: Price,
     bids: Vec<Level>,
     asks: Vec<Level>,
     bid_set: LevelSet,
@@ -62,6 +64,7 @@ impl Book {
     fn new(config: SymbolConfig) -> Self {
         let levels = config.price_levels as usize;
         Self {
+            max_price: config.max_price(),
             config,
             bids: vec![EMPTY_LEVEL; levels],
             asks: vec![EMPTY_LEVEL; levels],
@@ -87,12 +90,22 @@ impl Book {
     }
 
     /// The level index of a limit price, or why the price is refused.
+    #[inline]
     fn index_of(&self, price: Price) -> Result<u32, Reason> {
         let config = &self.config;
-        if price <= 0 || price % config.tick_size != 0 {
+        // `min_price` is a multiple of the tick, so `price` is on the grid exactly
+        // when its offset from `min_price` is: one division, none for a tick of 1.
+        let offset = price - config.min_price;
+        let (steps, remainder) = if config.tick_size == 1 {
+            (offset, 0)
+        } else {
+            let steps = offset / config.tick_size;
+            (steps, offset - steps * config.tick_size)
+        };
+        if price <= 0 || remainder != 0 {
             return Err(Reason::PriceOffTickGrid);
         }
-        if price < config.min_price || price > config.max_price() {
+        if price < config.min_price || price > self.max_price {
             return Err(Reason::PriceOutOfRange);
         }
         let reference = self.reference();
@@ -102,7 +115,7 @@ impl Book {
                 return Err(Reason::PriceOutsideBand);
             }
         }
-        Ok(((price - config.min_price) / config.tick_size) as u32)
+        Ok(steps as u32)
     }
 
     /// The worst price a market order may reach: the band's edge (or the book's).

@@ -15,7 +15,7 @@ use crate::layout::{
 use crate::liveness::{
     claim, holder_alive, own_owner_word, owner_pid, peer_state, release, PeerState,
 };
-use crate::region::{record_bytes_max_for, Region};
+use crate::region::{copy_record, record_bytes_max_for, Region};
 use crate::wait::{Readiness, WaitStrategy, Waiter};
 
 /// What a visitor wants done with the record it was shown.
@@ -293,7 +293,9 @@ impl Consumer {
             }
             match chunks.next() {
                 Some(row) => {
-                    row.copy_from_slice(payload);
+                    // SAFETY: `row` and `payload` are both `row_bytes` long (checked
+                    // above) and distinct: one is the caller's buffer, one the mapping.
+                    unsafe { copy_record(payload.as_ptr(), row.as_mut_ptr(), row_bytes) };
                     Visit::Take
                 }
                 None => Visit::Stop,

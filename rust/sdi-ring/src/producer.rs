@@ -1,7 +1,6 @@
 //! The producing end: writes records, publishes the tail once per batch.
 
 use std::path::Path;
-use std::ptr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +15,7 @@ use crate::layout::{
 use crate::liveness::{
     claim, holder_alive, own_owner_word, owner_pid, peer_state, release, PeerState,
 };
-use crate::region::{record_bytes_max_for, Region};
+use crate::region::{copy_record, record_bytes_max_for, Region};
 use crate::wait::{Readiness, WaitStrategy, Waiter};
 
 /// The one producer of a ring.
@@ -390,7 +389,7 @@ impl Producer {
         // read them until the release store in `publish`; the source is a
         // caller's slice, which cannot overlap the mapping we own.
         unsafe {
-            ptr::copy_nonoverlapping(
+            copy_record(
                 payload.as_ptr(),
                 self.region
                     .data()
