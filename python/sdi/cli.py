@@ -111,6 +111,9 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "fix_port": args.fix_port,
             "md_port": args.md_port,
             "fix_secret": args.fix_secret,
+            "standby": args.standby,
+            "cpu": args.cpu,
+            "wait": args.wait,
         }
         service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
     config = ServiceConfig(args.host, port, data_dir / args.system)
@@ -180,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exchange.add_argument(
         "--fix-secret", default=None, help="the FIX Logon password (554) (default 'sdi')"
+    )
+    exchange.add_argument(
+        "--cpu", type=int, default=None, help="pin the matcher stage's thread to this CPU"
+    )
+    exchange.add_argument(
+        "--wait",
+        choices=["spin", "spin_then_yield", "sleep"],
+        default="sleep",
+        help="how the matcher waits for orders: spin for the lowest latency on a core "
+        "of its own, sleep (the default) to leave the core to others when idle",
+    )
+    exchange.add_argument(
+        "--standby",
+        action="store_true",
+        help="follow the primary's journal in --data-dir and take over when it stops",
     )
     serve.set_defaults(handler=cmd_serve)
 

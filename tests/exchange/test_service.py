@@ -178,3 +178,91 @@ def test_exchange_service_end_to_end(tmp_path: Path) -> None:
     finally:
         _stop(process)
     assert snapshot["asks"] == [[10_000, 6]]
+
+
+def _free_port(kind: int) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _place(
+    endpoint: str, firm: str, order: list[tuple[int, str]], exec_type: bytes
+) -> simplefix.FixMessage:
+    """Logs on, sends one order, returns its first ExecutionReport of ``exec_type``."""
+    client = await _fix(endpoint, firm)
+    await client.receive(b"A")
+    client.send("D", order)
+    report = await client.receive(b"8")
+    while report.get(150) != exec_type:
+        report = await client.receive(b"8")
+    client.writer.close()
+    return report
+
+
+@pytest.mark.slow
+def test_standby_service_takes_over_a_killed_primary(tmp_path: Path) -> None:
+    import socket
+
+    ports = [
+        "--port", str(_free_port(socket.SOCK_STREAM)),
+        "--fix-port", str(_free_port(socket.SOCK_STREAM)),
+        "--md-port", str(_free_port(socket.SOCK_DGRAM)),
+    ]  # fmt: skip
+    primary = subprocess.Popen(
+        [*SDI, "serve", "exchange", *ports, "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    standby = None
+    try:
+        assert primary.stdout is not None
+        endpoints: dict[str, str] = {}
+        while len(endpoints) < 3:
+            line = primary.stdout.readline()
+            assert line, "the primary did not start"
+            if match := PATTERN.search(line):
+                endpoints[match.group(1)] = match.group(2)
+        new = asyncio.run(
+            _place(endpoints["FIX 4.4"], "ALPHA", _order("A1", "2", 10, "100.00"), b"0")
+        )
+        assert new.get(39) == b"0"
+
+        standby = subprocess.Popen(
+            [*SDI, "serve", "exchange", *ports, "--data-dir", str(tmp_path), "--standby"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert standby.stdout is not None
+        assert "exchange standby listening on" in standby.stdout.readline()
+        primary.send_signal(signal.SIGKILL)
+        primary.wait(timeout=30)
+
+        lines = []
+        while not any("took over" in line for line in lines):
+            line = standby.stdout.readline()
+            assert line, f"the standby stopped: {''.join(lines)}"
+            lines.append(line)
+        fix = next(PATTERN.search(line) for line in lines if "FIX 4.4" in line)
+        assert fix is not None
+        assert fix.group(2) == endpoints["FIX 4.4"], "the standby serves the primary's port"
+
+        # ALPHA's order rested on the primary; BRAVO trades with it on the standby.
+        fill = asyncio.run(_place(fix.group(2), "BRAVO", _order("B1", "1", 4, "100.00"), b"F"))
+        assert (fill.get(39), fill.get(32), fill.get(31)) == (b"2", b"4", b"100")
+        out = _stop(standby)
+        standby = None
+        assert "stopped cleanly" in out
+    finally:
+        for process in (primary, standby):
+            if process is None:
+                continue
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)  # reads what is left and closes the pipe

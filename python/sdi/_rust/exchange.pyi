@@ -63,6 +63,15 @@ class Standby:
     def try_take_over(
         self, durability: str = "sync"
     ) -> tuple[Exchange, npt.NDArray[np.uint8]] | None: ...
+    def try_take_over_as_stage(
+        self,
+        command_ring: str | os.PathLike[str],
+        event_ring: str | os.PathLike[str],
+        durability: str = "sync",
+        batch_records_max: int = 4096,
+        wait: str = "spin_then_yield",
+        cpu: int | None = None,
+    ) -> tuple[MatcherStage, npt.NDArray[np.uint8]] | None: ...
     @property
     def next_input_seq(self) -> int: ...
     def state_hash(self) -> int: ...

@@ -431,6 +431,31 @@ class Standby:
         native, replayed = outcome
         return Exchange._wrap(native), replayed.view(EVENT_DTYPE)
 
+    def try_take_over_as_stage(
+        self,
+        *,
+        command_ring: str | PathLike[str],
+        event_ring: str | PathLike[str],
+        durability: Literal["sync", "buffered"] = "sync",
+        batch_records_max: int = 4096,
+        wait: Literal["spin", "spin_then_yield", "sleep"] = "spin_then_yield",
+        cpu: int | None = None,
+    ) -> tuple[MatcherStage, npt.NDArray[np.void]] | None:
+        """Like :meth:`try_take_over`, but goes straight on as a :class:`MatcherStage`
+        between the two rings: ``(stage, events replayed on the way)``, or None."""
+        outcome = self._native.try_take_over_as_stage(
+            str(command_ring),
+            str(event_ring),
+            durability=durability,
+            batch_records_max=batch_records_max,
+            wait=wait,
+            cpu=cpu,
+        )
+        if outcome is None:
+            return None
+        native, replayed = outcome
+        return MatcherStage._wrap(native), replayed.view(EVENT_DTYPE)
+
     @property
     def next_input_seq(self) -> int:
         return self._native.next_input_seq
@@ -488,6 +513,12 @@ class MatcherStage:
             wait=wait,
             cpu=cpu,
         )
+
+    @classmethod
+    def _wrap(cls, native: _native.MatcherStage) -> MatcherStage:
+        stage = cls.__new__(cls)
+        stage._native = native
+        return stage
 
     def counters(self) -> tuple[int, int, int]:
         """``(commands, events, batches)`` so far."""

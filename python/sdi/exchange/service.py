@@ -15,6 +15,11 @@ sends each session its ExecutionReports and publishes market data by UDP
 The service starts with two demo instruments, ``ACME`` and ``GLOBX`` (prices
 in cents, tick 0.01, band 10% around 100.00), and two demo firms, ``ALPHA``
 and ``BRAVO``, funded on first start. The FIX password is ``--fix-secret``.
+
+With ``--standby`` (and the primary's ``--data-dir`` and ports) the service
+follows the primary's journal, keeping its engine and market data books
+current, and takes over the moment the primary is gone: it binds the ports
+and goes on from the next sequence number.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from sdi import ring
-from sdi.errors import Closed
+from sdi.errors import Closed, InvalidArgument
 from sdi.exchange import (
     CASH,
     COMMAND_DTYPE,
@@ -42,6 +48,7 @@ from sdi.exchange import (
     Kind,
     MatcherStage,
     Side,
+    Standby,
     Symbol,
     commands,
 )
@@ -63,6 +70,7 @@ COMMAND_RING_BYTES = 1 << 20
 EVENT_RING_BYTES = 1 << 22
 EVENT_BATCH_RECORDS = 4096
 IDLE_POLL_SECONDS = 0.0005
+FOLLOW_POLL_SECONDS = 0.01
 READ_BYTES = 65536
 
 
@@ -86,7 +94,9 @@ class ExchangeService(Service):
         fix_secret: str = "sdi",
         wait: str = "sleep",
         cpu: int | None = None,
+        standby: bool = False,
     ) -> None:
+        self._standby = standby
         self._fix_port_wanted = fix_port
         self._md_port_wanted = md_port
         self._fix_secret = fix_secret
@@ -105,24 +115,67 @@ class ExchangeService(Service):
         symbols = [SYMBOL] * len(INSTRUMENTS)
         self._publisher = Publisher(symbols=len(INSTRUMENTS))
         self._fanout = WebSocketFanout(symbols=len(INSTRUMENTS))
-        self._open_journal(journal, symbols)
         shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
         self._ring_dir = Path(tempfile.mkdtemp(prefix=f"sdi-exchange-{os.getpid()}-", dir=shm))
-        command_ring, event_ring = self._ring_dir / "commands", self._ring_dir / "events"
-        ring.create(command_ring, COMMAND_RING_BYTES)
-        ring.create(event_ring, EVENT_RING_BYTES)
+        self._command_ring = self._ring_dir / "commands"
+        self._event_ring = self._ring_dir / "events"
+        ring.create(self._command_ring, COMMAND_RING_BYTES)
+        ring.create(self._event_ring, EVENT_RING_BYTES)
+        if self._standby:
+            if not journal.exists():
+                raise InvalidArgument(
+                    f"no journal at {journal}: start the primary first "
+                    "(the same command without --standby, with this --data-dir)"
+                )
+            self._follower = Standby(journal, symbols, accounts=ACCOUNTS, book_deltas=True)
+            self._spawn(self._follow(config))
+            return [
+                Endpoint(
+                    "exchange standby",
+                    f"file://{journal}",
+                    "stop the primary (Ctrl-C, or kill it): this one takes over",
+                )
+            ]
+        self._open_journal(journal, symbols)
         self._stage = MatcherStage(
             symbols,
             accounts=ACCOUNTS,
             book_deltas=True,
             journal=journal,
-            command_ring=command_ring,
-            event_ring=event_ring,
+            command_ring=self._command_ring,
+            event_ring=self._event_ring,
             wait=self._wait,  # type: ignore[arg-type]
             cpu=self._cpu,
         )
-        self._commands_out = ring.Producer(command_ring)
-        self._events_in = ring.Consumer(event_ring)
+        return await self._serve(config)
+
+    async def _follow(self, config: ServiceConfig) -> None:
+        """Standby: keeps the engine and the market data books current from the
+        primary's journal, and takes over the moment the primary is gone."""
+        while not self._stopping.is_set():
+            now = time.time_ns()
+            self._fanout.feed(self._publisher.publish(self._follower.poll(), now))
+            taken = self._follower.try_take_over_as_stage(
+                command_ring=self._command_ring,
+                event_ring=self._event_ring,
+                wait=self._wait,  # type: ignore[arg-type]
+                cpu=self._cpu,
+            )
+            if taken is None:
+                await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                continue
+            self._stage, replayed = taken
+            self._fanout.feed(self._publisher.publish(replayed, now))
+            for endpoint in await self._serve(config):
+                print(f"sdi {endpoint.name} listening on {endpoint.url}", flush=True)
+                print(f"    try: {endpoint.try_it}", flush=True)
+            print("sdi exchange standby took over from the primary", flush=True)
+            return
+
+    async def _serve(self, config: ServiceConfig) -> list[Endpoint]:
+        """Attaches to the rings, opens the FIX, UDP and WebSocket sides; returns them."""
+        self._commands_out = ring.Producer(self._command_ring)
+        self._events_in = ring.Consumer(self._event_ring)
         self._gateway = Gateway(
             "SDIX",
             instruments={
@@ -302,26 +355,27 @@ class ExchangeService(Service):
 
     async def stop(self) -> None:
         self._stopping.set()
-        self._fix_server.close()
-        for connection in list(self._connections):
-            connection.writer.close()
-        await self._fix_server.wait_closed()
-        # The gateway closes the command ring; the stage drains it and stops.
-        self._commands_out.close()
-        report = await asyncio.to_thread(self._stage.stop)
-        # Deliver the last events, then close the market data side.
+        serving = hasattr(self, "_fix_server")
+        if serving:
+            self._fix_server.close()
+            for connection in list(self._connections):
+                connection.writer.close()
+            await self._fix_server.wait_closed()
+            # The gateway closes the command ring; the stage drains it and stops.
+            self._commands_out.close()
+        if hasattr(self, "_stage"):
+            self.report = await asyncio.to_thread(self._stage.stop)
+        # Deliver the last events (or end the standby's loop), then close the rest.
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
             task.cancel()
-        self._events_in.close()
-        self._ws_server.close()
-        await self._ws_server.wait_closed()
-        self._udp.close()
-        import shutil
-
+        if serving:
+            self._events_in.close()
+            self._ws_server.close()
+            await self._ws_server.wait_closed()
+            self._udp.close()
         shutil.rmtree(self._ring_dir, ignore_errors=True)
-        self.report = report
 
 
 def service(options: dict[str, Any]) -> Service:
@@ -330,4 +384,7 @@ def service(options: dict[str, Any]) -> Service:
         fix_port=options.get("fix_port"),
         md_port=options.get("md_port"),
         fix_secret=options.get("fix_secret") or "sdi",
+        standby=bool(options.get("standby")),
+        cpu=options.get("cpu"),
+        wait=options.get("wait") or "sleep",
     )

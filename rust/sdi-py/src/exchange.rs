@@ -416,6 +416,53 @@ impl PyStandby {
         }
     }
 
+    /// Like `try_take_over`, but starts a matcher stage between the two rings
+    /// with the promoted exchange: `(stage, events replayed on the way)`, or None.
+    #[pyo3(signature = (command_ring, event_ring, durability = "sync", batch_records_max = 4096, wait = "spin_then_yield", cpu = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn try_take_over_as_stage<'py>(
+        &mut self,
+        py: Python<'py>,
+        command_ring: PathBuf,
+        event_ring: PathBuf,
+        durability: &str,
+        batch_records_max: usize,
+        wait: &str,
+        cpu: Option<usize>,
+    ) -> PyResult<Option<(PyMatcherStage, Bound<'py, PyArray1<u8>>)>> {
+        let durability = parse_durability(py, durability)?;
+        let wait =
+            WaitStrategy::from_name(wait).map_err(|error| core_err(py, Error::from(error)))?;
+        let Some(standby) = self.inner.take() else {
+            return Err(invalid(py, "this standby has taken over already"));
+        };
+        let (outcome, replayed) = run_core(py, move || {
+            let mut replayed = Vec::new();
+            let outcome =
+                standby.try_take_over(durability, |batch| replayed.extend_from_slice(batch))?;
+            Ok::<_, Error>((outcome, replayed))
+        })?;
+        let exchange = match outcome {
+            Ok(exchange) => exchange,
+            Err(standby) => {
+                self.inner = Some(standby);
+                return Ok(None);
+            }
+        };
+        let config = StageConfig {
+            batch_records_max,
+            wait,
+            cpu,
+        };
+        let stage = run_core(py, move || {
+            MatcherStage::start(exchange, &command_ring, &event_ring, config)
+        })?;
+        Ok(Some((
+            PyMatcherStage { inner: Some(stage) },
+            events_to_array(py, &replayed),
+        )))
+    }
+
     #[getter]
     fn next_input_seq(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.standby(py)?.next_input_seq())
