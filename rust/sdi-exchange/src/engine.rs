@@ -236,6 +236,19 @@ impl Emitter<'_> {
         self.out.push(event);
     }
 
+    /// A price level's new total (0 when the level emptied).
+    #[inline]
+    fn book_delta(&mut self, side: Side, symbol: SymbolId, price: Price, total: Qty) {
+        self.push(Event {
+            kind: EventKind::BookDelta as u8,
+            side: side as u8,
+            symbol,
+            price,
+            qty: total,
+            ..Event::default()
+        });
+    }
+
     fn reject(&mut self, command: &Command, reason: Reason) {
         self.push(Event {
             kind: EventKind::Rejected as u8,
@@ -690,14 +703,7 @@ impl Engine {
             }
             book.last_trade = price;
             if config.book_deltas {
-                emit.push(Event {
-                    kind: EventKind::BookDelta as u8,
-                    side: maker_side as u8,
-                    symbol: taker.symbol,
-                    price,
-                    qty: level_total,
-                    ..Event::default()
-                });
+                emit.book_delta(maker_side, taker.symbol, price, level_total);
             }
         }
     }
@@ -729,14 +735,7 @@ impl Engine {
             _ => {}
         }
         if config.book_deltas {
-            emit.push(Event {
-                kind: EventKind::BookDelta as u8,
-                side: order.side as u8,
-                symbol: order.symbol,
-                price: book.price_at(index),
-                qty: total,
-                ..Event::default()
-            });
+            emit.book_delta(order.side, order.symbol, book.price_at(index), total);
         }
     }
 
@@ -774,14 +773,7 @@ impl Engine {
         resting.prev = NIL;
         resting.next = NIL;
         if config.book_deltas {
-            emit.push(Event {
-                kind: EventKind::BookDelta as u8,
-                side: order.side as u8,
-                symbol: order.symbol,
-                price: book.price_at(index),
-                qty: total,
-                ..Event::default()
-            });
+            emit.book_delta(order.side, order.symbol, book.price_at(index), total);
         }
     }
 
@@ -937,14 +929,7 @@ impl Engine {
             let total = level.total;
             self.orders[slot as usize].qty = command.qty;
             if self.config.book_deltas && command.qty != order.qty {
-                emit.push(Event {
-                    kind: EventKind::BookDelta as u8,
-                    side: order.side as u8,
-                    symbol: order.symbol,
-                    price: old_price,
-                    qty: total,
-                    ..Event::default()
-                });
+                emit.book_delta(order.side, order.symbol, old_price, total);
             }
             return;
         }
