@@ -97,7 +97,7 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print("all services up; Ctrl-C stops them cleanly", flush=True)
 
     run(lambda: run_services(services, on_ready=ready))
-    return 0
+    return 1 if any(service.failure for service, _ in services) else 0
 
 
 def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -118,7 +118,7 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
     config = ServiceConfig(args.host, port, data_dir / args.system)
     run(lambda: run_services([(service, config)]))
-    return 0
+    return 1 if service.failure else 0
 
 
 def cmd_systems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -71,7 +71,13 @@ def test_reopen_replays_the_same_events(tmp_path: Path) -> None:
     )
     state = first.state_hash()
     del first
-    again = writer.open_exchange(str(journal))
+    again = ex.Exchange(
+        [writer.SYMBOL],
+        accounts=1_000,
+        orders_resting_max=1 << 16,
+        journal=journal,
+        keep_replayed=True,
+    )
     assert again.state_hash() == state
     replayed = again.replayed_events()
     assert np.array_equal(replayed, live)

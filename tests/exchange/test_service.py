@@ -266,3 +266,83 @@ def test_standby_service_takes_over_a_killed_primary(tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
             process.communicate(timeout=30)  # reads what is left and closes the pipe
+
+
+async def _reconnect_flood_and_stop(
+    endpoints: dict[str, str], process: subprocess.Popen[str], orders: int
+) -> int:
+    """ALPHA drops its connection without a Logout and logs on again; then it
+    sends ``orders`` orders, the exchange is told to stop at once, and this
+    returns how many orders were acknowledged before the connection closed."""
+    first = await _fix(endpoints["FIX 4.4"], "ALPHA")
+    await first.receive(b"A")
+    first.writer.close()
+    await first.writer.wait_closed()
+    await asyncio.sleep(0.2)
+    again = await _fix(endpoints["FIX 4.4"], "ALPHA")
+    logon = await again.receive(b"A")
+    assert logon.get(35) == b"A", "the firm must be able to log on again"
+    for index in range(orders):
+        again.send("D", _order(f"F{index}", "2", 1, "101.00"))
+    await again.writer.drain()
+    process.send_signal(signal.SIGINT)
+    acknowledged = 0
+    while data := await asyncio.wait_for(again.reader.read(65536), 30):
+        again.parser.append_buffer(data)
+        while (message := again.parser.get_message()) is not None:
+            if message.get(35) == b"8" and message.get(150) == b"0":
+                acknowledged += 1
+    again.writer.close()
+    await again.writer.wait_closed()
+    return acknowledged
+
+
+@pytest.mark.slow
+def test_a_dropped_connection_frees_the_firm_and_a_stop_reports_every_order(
+    tmp_path: Path,
+) -> None:
+    process, endpoints = _start(tmp_path)
+    try:
+        acknowledged = asyncio.run(_reconnect_flood_and_stop(endpoints, process, 40))
+    finally:
+        # The flood already sent SIGINT: wait for the exit it asked for.
+        out = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, out
+    assert "stopped cleanly" in out
+    # Every order the exchange took is resting after a restart, and every one
+    # of them was acknowledged to the firm before the exchange stopped.
+    process, endpoints = _start(tmp_path)
+    try:
+        snapshot = asyncio.run(_book_after_restart(endpoints))
+    finally:
+        _stop(process)
+    asks = snapshot["asks"]
+    resting = asks[0][1] if asks else 0  # type: ignore[index]
+    assert resting > 0
+    assert acknowledged == resting
+
+
+def test_a_bad_cpu_fails_at_start_with_the_reason(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*SDI, "serve", "exchange", "--port", "0", "--cpu", "999", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "CPU 999" in result.stdout + result.stderr
+
+
+def test_a_standby_needs_a_primary_first(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    before = set(shm.glob("sdi-exchange-*")) if shm.is_dir() else set()
+    result = subprocess.run(
+        [*SDI, "serve", "exchange", "--port", "0", "--standby", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "start the primary first" in result.stdout + result.stderr
+    after = set(shm.glob("sdi-exchange-*")) if shm.is_dir() else set()
+    assert after <= before, "a failed start left its ring folder behind"

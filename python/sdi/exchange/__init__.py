@@ -313,11 +313,13 @@ class Exchange:
         book_deltas: bool = False,
         journal: str | PathLike[str] | None = None,
         durability: Literal["sync", "buffered"] = "sync",
+        keep_replayed: bool = False,
     ) -> None:
         self._native = _native.Exchange(
             _config(symbols, accounts, orders_resting_max, funds, daily_notional_max, book_deltas),
             journal=None if journal is None else str(journal),
             durability=durability,
+            keep_replayed=keep_replayed,
         )
 
     @classmethod
@@ -345,7 +347,9 @@ class Exchange:
         return self._native.submit_timed(_as_command_bytes(batch), stamp)
 
     def replayed_events(self) -> npt.NDArray[np.void]:
-        """The events the journal replay produced when this exchange was opened (once)."""
+        """The events the journal replay produced when this exchange was opened
+        (once; kept only with ``keep_replayed=True``, since a long journal's
+        events would fill memory)."""
         return self._native.take_replayed().view(EVENT_DTYPE)
 
     def measure_latencies(self, batch: npt.NDArray[np.void]) -> npt.NDArray[np.uint64]:
@@ -363,6 +367,11 @@ class Exchange:
     @property
     def resting_orders(self) -> int:
         return self._native.resting_orders
+
+    @property
+    def max_order_id(self) -> int:
+        """The largest order id any place command carried (0 before any)."""
+        return self._native.max_order_id
 
     def state_hash(self) -> int:
         """A fingerprint of books and balances; equal for equal command streams."""
@@ -460,6 +469,11 @@ class Standby:
     def next_input_seq(self) -> int:
         return self._native.next_input_seq
 
+    @property
+    def max_order_id(self) -> int:
+        """The largest order id any place command in the journal carried, so far."""
+        return self._native.max_order_id
+
     def state_hash(self) -> int:
         return self._native.state_hash()
 
@@ -529,5 +543,10 @@ class MatcherStage:
         return self._native.is_finished()
 
     def stop(self) -> StageReport:
-        """Stops the stage (after the commands already popped) and reports."""
+        """Stops the stage after the batch it is on, and reports.
+
+        Commands still in the command ring stay unprocessed (they are not in
+        the journal, so not acknowledged). To process everything first, close
+        the command ring's producer and wait for :meth:`is_finished`.
+        """
         return StageReport(*self._native.stop())

@@ -565,6 +565,14 @@ class Session:
                 self._queue(MsgType.HEARTBEAT, [])
         return self._step(now_ns)
 
+    def disconnected(self) -> list[Note]:
+        """The connection is gone (EOF, reset, closed by us): end the session so
+        that its firm may log on again. Safe to call more than once."""
+        if self.state is not SessionState.CLOSED:
+            self._closed("the connection was lost without a Logout")
+        notes, self._notes = self._notes, []
+        return notes
+
     def deadline_ns(self) -> int | None:
         """When :meth:`tick` next has work to do (None before logon and after close)."""
         if self.state is not SessionState.ACTIVE:

@@ -40,9 +40,14 @@ class ServiceConfig:
 
 
 class Service(abc.ABC):
-    """A long-running system: ``start`` returns its endpoints, ``stop`` drains and flushes."""
+    """A long-running system: ``start`` returns its endpoints, ``stop`` drains and flushes.
+
+    A service that breaks while running sets ``failure`` (and stops the
+    process with SIGTERM); the command then exits non-zero.
+    """
 
     key: str
+    failure: str | None = None
 
     @abc.abstractmethod
     async def start(self, config: ServiceConfig) -> list[Endpoint]:
@@ -63,6 +68,9 @@ async def run_services(
     """Runs ``services`` until SIGINT/SIGTERM (or ``stop`` is set), then stops them.
 
     ``on_ready`` gets every service's endpoints by service key once all have started.
+    Meant for a process's entry point: once everything has stopped, SIGINT and
+    SIGTERM are ignored for the rest of the process, so that a second Ctrl-C
+    cannot interrupt the last of the teardown.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -88,6 +96,10 @@ async def run_services(
             await service.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+            # A second Ctrl-C while the loop winds down would otherwise raise
+            # KeyboardInterrupt in the middle of the teardown: everything is
+            # stopped already, so it is ignored from here on.
+            signal.signal(signum, signal.SIG_IGN)
     print("sdi stopped cleanly", file=out, flush=True)
 
 

@@ -288,6 +288,9 @@ pub struct Engine {
     accounts: Vec<Account>,
     holdings: Vec<Holding>,
     next_seq: u64,
+    /// The largest order id any place command carried (for gateways that
+    /// restart and must not hand out an id again).
+    max_order_id: OrderId,
 }
 
 impl Engine {
@@ -338,6 +341,7 @@ impl Engine {
             resting: 0,
             ids,
             next_seq: 1,
+            max_order_id: 0,
             config,
         })
     }
@@ -349,6 +353,11 @@ impl Engine {
     /// The sequence number the next event will carry.
     pub fn next_event_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// The largest order id a place command has carried so far (0 before any).
+    pub fn max_order_id(&self) -> OrderId {
+        self.max_order_id
     }
 
     /// How many orders rest on all books.
@@ -364,18 +373,23 @@ impl Engine {
             input_seq,
         };
         match CommandKind::from_u8(command.kind) {
-            Some(CommandKind::Place) => Self::place(
-                &self.config,
-                &mut self.books,
-                &mut self.orders,
-                &mut self.free,
-                &mut self.resting,
-                &mut self.ids,
-                &mut self.accounts,
-                &mut self.holdings,
-                command,
-                &mut emit,
-            ),
+            Some(CommandKind::Place) => {
+                if command.order_id != OrderId::MAX {
+                    self.max_order_id = self.max_order_id.max(command.order_id);
+                }
+                Self::place(
+                    &self.config,
+                    &mut self.books,
+                    &mut self.orders,
+                    &mut self.free,
+                    &mut self.resting,
+                    &mut self.ids,
+                    &mut self.accounts,
+                    &mut self.holdings,
+                    command,
+                    &mut emit,
+                );
+            }
             Some(CommandKind::Cancel) => self.cancel(command, &mut emit),
             Some(CommandKind::Amend) => self.amend(command, &mut emit),
             Some(CommandKind::Deposit) => self.deposit(command, &mut emit),
@@ -480,7 +494,7 @@ impl Engine {
                 account.day_notional = 0;
             }
             if config.daily_notional_max > 0
-                && account.day_notional + notional > config.daily_notional_max
+                && account.day_notional.saturating_add(notional) > config.daily_notional_max
             {
                 return emit.reject(command, Reason::DailyNotionalOverLimit);
             }
@@ -497,7 +511,7 @@ impl Engine {
                 Side::Buy => account.cash_locked += notional,
                 Side::Sell => holding.locked += command.qty as i64,
             }
-            account.day_notional += notional;
+            account.day_notional = account.day_notional.saturating_add(notional);
         }
         emit.push(Event {
             kind: EventKind::Accepted as u8,
@@ -887,7 +901,7 @@ impl Engine {
             let new_notional = new_price * command.qty as i64;
             let growth = (new_notional - old_notional).max(0);
             if self.config.daily_notional_max > 0
-                && account.day_notional + growth > self.config.daily_notional_max
+                && account.day_notional.saturating_add(growth) > self.config.daily_notional_max
             {
                 return emit.reject(command, Reason::DailyNotionalOverLimit);
             }
@@ -908,7 +922,7 @@ impl Engine {
                     holding.locked += extra;
                 }
             }
-            account.day_notional += growth;
+            account.day_notional = account.day_notional.saturating_add(growth);
         }
         emit.push(Event {
             kind: EventKind::Amended as u8,

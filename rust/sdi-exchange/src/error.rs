@@ -16,6 +16,11 @@ pub enum Error {
          stop it, or follow the journal as a standby"
     )]
     Locked { path: PathBuf },
+    #[error(
+        "journal {path} refuses writes since an append failed and could not be undone \
+         ({reason}); fix the cause (disk full, failing disk), then reopen the exchange"
+    )]
+    Poisoned { path: PathBuf, reason: String },
     #[error("internal error: {0}; this is a bug, please report it")]
     Internal(String),
     #[error("ring: {0}")]

@@ -34,6 +34,8 @@ pub const RECORD_BYTES: usize = 64;
 const HEADER_BYTES: usize = 64;
 /// Records read per chunk while replaying.
 const REPLAY_CHUNK_RECORDS: usize = 8192;
+/// Where the header keeps the writer epoch (see `bump_epoch`).
+const EPOCH_RANGE: std::ops::Range<usize> = 32..40;
 
 /// When an append is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +61,10 @@ pub struct Journal {
     path: PathBuf,
     durability: Durability,
     next_seq: u64,
+    /// Where the next record goes: the end of the last whole, acknowledged batch.
+    end: u64,
+    /// Set when a failed append could not be undone: no more appends.
+    poisoned: Option<String>,
     buffer: Vec<u8>,
 }
 
@@ -115,7 +121,12 @@ fn try_lock(file: &File, path: &Path) -> Result<bool, Error> {
 }
 
 /// Reads and checks the header; returns the first sequence number.
-fn read_header(file: &mut File, path: &Path, fingerprint: u64, length: u64) -> Result<u64, Error> {
+fn read_header(
+    file: &mut File,
+    path: &Path,
+    fingerprint: u64,
+    length: u64,
+) -> Result<(u64, u64), Error> {
     if length < HEADER_BYTES as u64 {
         return Err(corrupt(path, format!(
             "the file is {length} bytes, shorter than a journal header; it is not an sdi exchange journal"
@@ -159,9 +170,35 @@ fn read_header(file: &mut File, path: &Path, fingerprint: u64, length: u64) -> R
             ),
         ));
     }
-    Ok(u64::from_le_bytes(
-        header[24..32].try_into().unwrap_or_default(),
+    Ok((
+        u64::from_le_bytes(header[24..32].try_into().unwrap_or_default()),
+        u64::from_le_bytes(header[EPOCH_RANGE].try_into().unwrap_or_default()),
     ))
+}
+
+/// Counts one more writer: every open for appending bumps the header's epoch,
+/// so a follower can tell that a writer may have cut records it already read.
+fn bump_epoch(file: &File, path: &Path) -> Result<u64, Error> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; HEADER_BYTES];
+    file.read_exact_at(&mut header, 0).map_err(io_error(path))?;
+    let epoch = u64::from_le_bytes(header[EPOCH_RANGE].try_into().unwrap_or_default()) + 1;
+    header[EPOCH_RANGE].copy_from_slice(&epoch.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    file.write_all_at(&header, 0).map_err(io_error(path))?;
+    file.sync_data().map_err(io_error(path))?;
+    Ok(epoch)
+}
+
+/// The epoch in the header now, if the header reads whole (its checksum holds).
+fn current_epoch(file: &File, path: &Path) -> Result<Option<u64>, Error> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; HEADER_BYTES];
+    file.read_exact_at(&mut header, 0).map_err(io_error(path))?;
+    let crc = u32::from_le_bytes([header[60], header[61], header[62], header[63]]);
+    Ok((crc32c::crc32c(&header[0..60]) == crc)
+        .then(|| u64::from_le_bytes(header[EPOCH_RANGE].try_into().unwrap_or_default())))
 }
 
 /// Where a scan of the records stands.
@@ -211,7 +248,7 @@ fn scan(
                     cursor.expected += 1;
                     cursor.offset += RECORD_BYTES as u64;
                 }
-                (Some(record), None) if mode == Scan::Final => {
+                (Some(record), None) => {
                     return Err(corrupt(
                         path,
                         format!(
@@ -290,10 +327,12 @@ impl Journal {
                 path: path.to_path_buf(),
                 durability,
                 next_seq: first_seq,
+                end: HEADER_BYTES as u64,
+                poisoned: None,
                 buffer: Vec::new(),
             });
         }
-        let first_seq = read_header(&mut file, path, fingerprint, length)?;
+        let (first_seq, _) = read_header(&mut file, path, fingerprint, length)?;
         let mut cursor = Cursor {
             offset: HEADER_BYTES as u64,
             expected: first_seq,
@@ -311,6 +350,7 @@ impl Journal {
     ) -> Result<Self, Error> {
         let length = file.metadata().map_err(io_error(path))?.len();
         scan(&mut file, path, cursor, length, Scan::Final, replay)?;
+        bump_epoch(&file, path)?;
         if cursor.offset < length {
             file.set_len(cursor.offset).map_err(io_error(path))?;
             file.sync_all().map_err(io_error(path))?;
@@ -322,6 +362,8 @@ impl Journal {
             path: path.to_path_buf(),
             durability,
             next_seq: cursor.expected,
+            end: cursor.offset,
+            poisoned: None,
             buffer: Vec::new(),
         })
     }
@@ -337,7 +379,18 @@ impl Journal {
 
     /// Appends `commands` with sequence numbers `next_seq..`, in one write and
     /// (with [`Durability::Sync`]) one `fdatasync`. Returns the first sequence number.
+    ///
+    /// A batch is all or nothing: if the write or the sync fails, whatever
+    /// part of the batch reached the file is cut off again, so that no command
+    /// the caller saw fail comes back on replay, and the journal refuses every
+    /// later append (`Error::Poisoned`): reopen it to go on.
     pub fn append(&mut self, commands: &[Command]) -> Result<u64, Error> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            });
+        }
         let first = self.next_seq;
         self.buffer.resize(commands.len() * RECORD_BYTES, 0);
         for (index, (command, out)) in commands
@@ -347,12 +400,28 @@ impl Journal {
         {
             encode_record(first + index as u64, command, out);
         }
-        self.file
-            .write_all(&self.buffer)
-            .map_err(io_error(&self.path))?;
-        if self.durability == Durability::Sync {
-            self.file.sync_data().map_err(io_error(&self.path))?;
+        let written = self.file.write_all(&self.buffer);
+        let outcome = match written {
+            Ok(()) if self.durability == Durability::Sync => {
+                self.file.sync_data().map_err(|error| (error, true))
+            }
+            Ok(()) => Ok(()),
+            Err(error) => Err((error, false)),
+        };
+        if let Err((error, _sync_failed)) = outcome {
+            // Cut what part of the batch reached the file (a standby may have
+            // read it; the epoch bumped by the next writer tells it so), and
+            // refuse further appends: after a failed write or sync the state of
+            // the file is the kernel's guess, so the writer must reopen it.
+            let end = self.end;
+            let _ = self
+                .file
+                .set_len(end)
+                .and_then(|()| self.file.seek(SeekFrom::Start(end)).map(drop));
+            self.poisoned = Some(error.to_string());
+            return Err(io_error(&self.path)(error));
         }
+        self.end += self.buffer.len() as u64;
         self.next_seq += commands.len() as u64;
         Ok(first)
     }
@@ -364,6 +433,8 @@ pub struct Follower {
     file: File,
     path: PathBuf,
     cursor: Cursor,
+    /// The writer epoch when following began.
+    epoch: u64,
 }
 
 impl Follower {
@@ -375,7 +446,7 @@ impl Follower {
             .open(path)
             .map_err(io_error(path))?;
         let length = file.metadata().map_err(io_error(path))?.len();
-        let first_seq = read_header(&mut file, path, fingerprint, length)?;
+        let (first_seq, epoch) = read_header(&mut file, path, fingerprint, length)?;
         Ok(Self {
             file,
             path: path.to_path_buf(),
@@ -383,6 +454,7 @@ impl Follower {
                 offset: HEADER_BYTES as u64,
                 expected: first_seq,
             },
+            epoch,
         })
     }
 
@@ -393,7 +465,24 @@ impl Follower {
 
     /// Replays the records appended since the last poll; returns how many.
     /// A record still being written is left for the next poll.
+    ///
+    /// Fails with `Error::Corrupt` if another writer opened the journal since
+    /// following began (it may have cut records this follower applied): start
+    /// a new follower.
     pub fn poll(&mut self, mut replay: impl FnMut(&JournalRecord)) -> Result<u64, Error> {
+        match current_epoch(&self.file, &self.path)? {
+            // A header being rewritten this instant: look again at the next poll.
+            None => return Ok(0),
+            Some(epoch) if epoch != self.epoch => {
+                return Err(corrupt(
+                    &self.path,
+                    "another writer opened the journal since this standby began following \
+                     it, and may have cut records the standby applied; start the standby again"
+                        .into(),
+                ))
+            }
+            Some(_) => {}
+        }
         let before = self.cursor.expected;
         let length = self.file.metadata().map_err(io_error(&self.path))?.len();
         scan(

@@ -11,8 +11,9 @@
 //! journals and processes them as one batch (one `fdatasync` per batch with
 //! `Durability::Sync`), and pushes the batch's events in order, waiting for
 //! space when the event ring is full (back-pressure reaches the gateway
-//! through the command ring). It stops when asked, when the gateway closes
-//! the command ring cleanly and it is drained, or on an error.
+//! through the command ring). It stops when asked (after its current batch),
+//! when the gateway closes the command ring cleanly and it is drained, or on
+//! an error.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +29,8 @@ use crate::types::{Command, Event, COMMAND_BYTES, EVENT_BYTES};
 
 /// How often a waiting stage looks at its stop flag.
 const STOP_CHECK_INTERVAL_MILLIS: u64 = 20;
+/// How long a stopping stage waits for a live reader that takes no events.
+const STOP_GRACE_MILLIS: u64 = 5_000;
 
 /// How the stage runs.
 #[derive(Clone, Debug)]
@@ -141,10 +144,17 @@ impl Worker {
         self.stop.load(Ordering::Acquire)
     }
 
-    fn run(mut self) -> Result<StageReport, Error> {
+    fn run(
+        mut self,
+        started: std::sync::mpsc::Sender<Result<(), Error>>,
+    ) -> Result<StageReport, Error> {
         if let Some(cpu) = self.config.cpu {
-            pin_to(cpu)?;
+            if let Err(error) = pin_to(cpu) {
+                let _ = started.send(Err(error));
+                return Err(Error::InvalidArgument(format!("cannot pin to CPU {cpu}")));
+            }
         }
+        let _ = started.send(Ok(()));
         let batch = self.config.batch_records_max.max(1);
         let mut rows = vec![0u8; batch * COMMAND_BYTES];
         let mut commands: Vec<Command> = Vec::with_capacity(batch);
@@ -195,6 +205,7 @@ impl Worker {
             self.exchange.submit(&mut commands, now_ns(), &mut events)?;
             encode_events(&events, &mut encoded);
             let mut sent = 0;
+            let mut stalled_since: Option<Instant> = None;
             while sent < events.len() {
                 let remaining = &encoded[sent * EVENT_BYTES..];
                 let deadline = Instant::now() + Duration::from_millis(STOP_CHECK_INTERVAL_MILLIS);
@@ -204,10 +215,20 @@ impl Worker {
                     Some(deadline),
                     self.config.wait,
                 )? {
-                    Some(pushed) => sent += pushed,
-                    // The journal has the batch; leaving now loses no command,
-                    // only events a restarted reader can rebuild by replay.
-                    None if self.stopping() => break,
+                    Some(pushed) => {
+                        sent += pushed;
+                        stalled_since = None;
+                    }
+                    // Asked to stop while the reader, alive, takes nothing: give
+                    // it a grace period, then leave. The journal has the batch,
+                    // so no command is lost, only events a reader can rebuild
+                    // by replaying the journal.
+                    None if self.stopping() => {
+                        let since = *stalled_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= Duration::from_millis(STOP_GRACE_MILLIS) {
+                            break;
+                        }
+                    }
                     None => {}
                 }
             }
@@ -238,16 +259,31 @@ impl MatcherStage {
         event_ring: &Path,
         config: StageConfig,
     ) -> Result<Self, Error> {
-        if config.batch_records_max == 0
-            || config.batch_records_max > sdi_ring::constants::BATCH_RECORDS_MAX
-        {
-            return Err(Error::InvalidArgument(format!(
-                "batch_records_max must be between 1 and {}",
-                sdi_ring::constants::BATCH_RECORDS_MAX
-            )));
-        }
         let commands_in = Consumer::attach(command_ring)?;
         let events_out = Producer::attach(event_ring)?;
+        Self::start_attached(exchange, commands_in, events_out, config)
+    }
+
+    /// Checks the settings a stage would start with, without starting it.
+    pub fn check_config(config: &StageConfig) -> Result<(), Error> {
+        let max = sdi_ring::constants::BATCH_RECORDS_MAX;
+        if config.batch_records_max == 0 || config.batch_records_max > max {
+            return Err(Error::InvalidArgument(format!(
+                "batch_records_max must be between 1 and {max}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Like [`start`](Self::start), with the rings already attached (so that a
+    /// caller can attach them before it commits to anything else).
+    pub fn start_attached(
+        exchange: Exchange,
+        commands_in: Consumer,
+        events_out: Producer,
+        config: StageConfig,
+    ) -> Result<Self, Error> {
+        Self::check_config(&config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(StageCounters::default());
         let worker = Worker {
@@ -258,17 +294,32 @@ impl MatcherStage {
             stop: Arc::clone(&stop),
             counters: Arc::clone(&counters),
         };
+        let (started, ready) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sdi-matcher".into())
-            .spawn(move || worker.run())
+            .spawn(move || worker.run(started))
             .map_err(|error| {
                 Error::Internal(format!("cannot start the matcher thread: {error}"))
             })?;
-        Ok(Self {
-            stop,
-            counters,
-            thread: Some(thread),
-        })
+        // The thread reports whether it could set itself up (pin to its CPU)
+        // before `start` returns, so a bad setting fails here, not later.
+        match ready.recv() {
+            Ok(Ok(())) => Ok(Self {
+                stop,
+                counters,
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(Error::Internal(
+                    "the matcher thread ended before it started".into(),
+                ))
+            }
+        }
     }
 
     /// The live counters.
@@ -281,7 +332,10 @@ impl MatcherStage {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
-    /// Asks the stage to stop once no command is waiting, and waits for it.
+    /// Asks the stage to stop after the batch it is on, and waits for it.
+    /// Commands still in the command ring stay there unprocessed (they are not
+    /// in the journal, so not acknowledged). To process everything first,
+    /// close the command ring's producer and wait for [`is_finished`](Self::is_finished).
     pub fn stop(mut self) -> Result<StageReport, Error> {
         self.stop.store(true, Ordering::Release);
         self.join()

@@ -23,7 +23,7 @@ impl CoreError for Error {
         match self {
             Error::Config(_) | Error::InvalidArgument(_) => Kind::InvalidArgument,
             Error::Corrupt { .. } => Kind::Corrupt,
-            Error::Io { .. } => Kind::Io,
+            Error::Io { .. } | Error::Poisoned { .. } => Kind::Io,
             Error::Locked { .. } => Kind::InvalidArgument,
             Error::Internal(_) => Kind::Internal,
             Error::Ring(inner) => inner.kind(),
@@ -152,12 +152,13 @@ pub struct PyExchange {
 #[pymethods]
 impl PyExchange {
     #[new]
-    #[pyo3(signature = (config, journal = None, durability = "sync"))]
+    #[pyo3(signature = (config, journal = None, durability = "sync", keep_replayed = false))]
     fn new(
         py: Python<'_>,
         config: ConfigTuple,
         journal: Option<PathBuf>,
         durability: &str,
+        keep_replayed: bool,
     ) -> PyResult<Self> {
         let durability = parse_durability(py, durability)?;
         let config = engine_config(config);
@@ -166,7 +167,10 @@ impl PyExchange {
             let inner = match journal {
                 None => Exchange::in_memory(config)?,
                 Some(path) => Exchange::open(config, &path, durability, |events| {
-                    replayed.extend_from_slice(events)
+                    // Only when asked: a long journal's events would fill memory.
+                    if keep_replayed {
+                        replayed.extend_from_slice(events);
+                    }
                 })?,
             };
             Ok::<_, Error>(PyExchange {
@@ -248,6 +252,11 @@ impl PyExchange {
     #[getter]
     fn resting_orders(&self) -> u32 {
         self.inner.engine().resting_orders()
+    }
+
+    #[getter]
+    fn max_order_id(&self) -> u64 {
+        self.inner.engine().max_order_id()
     }
 
     fn state_hash(&self, py: Python<'_>) -> PyResult<u64> {
@@ -433,6 +442,20 @@ impl PyStandby {
         let durability = parse_durability(py, durability)?;
         let wait =
             WaitStrategy::from_name(wait).map_err(|error| core_err(py, Error::from(error)))?;
+        let config = StageConfig {
+            batch_records_max,
+            wait,
+            cpu,
+        };
+        // Everything that can fail for a reason of its own comes first, so that
+        // a refusal leaves the standby as it was.
+        MatcherStage::check_config(&config).map_err(|error| core_err(py, error))?;
+        self.standby(py)?;
+        let (commands_in, events_out) = run_core(py, move || {
+            let commands_in = sdi_ring::Consumer::attach(&command_ring)?;
+            let events_out = sdi_ring::Producer::attach(&event_ring)?;
+            Ok::<_, Error>((commands_in, events_out))
+        })?;
         let Some(standby) = self.inner.take() else {
             return Err(invalid(py, "this standby has taken over already"));
         };
@@ -445,17 +468,13 @@ impl PyStandby {
         let exchange = match outcome {
             Ok(exchange) => exchange,
             Err(standby) => {
+                // The primary is alive: let go of the rings and go on following.
                 self.inner = Some(standby);
                 return Ok(None);
             }
         };
-        let config = StageConfig {
-            batch_records_max,
-            wait,
-            cpu,
-        };
         let stage = run_core(py, move || {
-            MatcherStage::start(exchange, &command_ring, &event_ring, config)
+            MatcherStage::start_attached(exchange, commands_in, events_out, config)
         })?;
         Ok(Some((
             PyMatcherStage { inner: Some(stage) },
@@ -466,6 +485,11 @@ impl PyStandby {
     #[getter]
     fn next_input_seq(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.standby(py)?.next_input_seq())
+    }
+
+    #[getter]
+    fn max_order_id(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.standby(py)?.engine().max_order_id())
     }
 
     fn state_hash(&self, py: Python<'_>) -> PyResult<u64> {
