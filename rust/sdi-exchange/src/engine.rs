@@ -159,6 +159,23 @@ impl Book {
         }
     }
 
+    /// The next non-empty level of `side` after `index`, away from the spread
+    /// (higher asks, lower bids), or `NIL`.
+    #[inline]
+    fn next_worse(&self, side: Side, index: u32) -> u32 {
+        match side {
+            Side::Sell => self
+                .ask_set
+                .next_at_or_above(index as usize + 1)
+                .map_or(NIL, |i| i as u32),
+            Side::Buy if index == 0 => NIL,
+            Side::Buy => self
+                .bid_set
+                .next_at_or_below(index as usize - 1)
+                .map_or(NIL, |i| i as u32),
+        }
+    }
+
     /// Finds the new best level of `side` after the best one, `emptied`, lost its last order.
     /// Nothing better than `emptied` can exist, so the search starts there.
     fn refresh_best(&mut self, side: Side, emptied: u32) {
@@ -598,17 +615,7 @@ impl Engine {
                 return true;
             }
             needed -= level.total;
-            index = match taker.side {
-                Side::Buy => book
-                    .ask_set
-                    .next_at_or_above(index as usize + 1)
-                    .map_or(NIL, |i| i as u32),
-                Side::Sell if index == 0 => NIL,
-                Side::Sell => book
-                    .bid_set
-                    .next_at_or_below(index as usize - 1)
-                    .map_or(NIL, |i| i as u32),
-            };
+            index = book.next_worse(taker.side.opposite(), index);
         }
         false
     }
@@ -1029,17 +1036,7 @@ impl Engine {
                 Side::Sell => &book.asks[index as usize],
             };
             out.push((book.price_at(index), level.total));
-            index = match side {
-                Side::Sell => book
-                    .ask_set
-                    .next_at_or_above(index as usize + 1)
-                    .map_or(NIL, |i| i as u32),
-                Side::Buy if index == 0 => NIL,
-                Side::Buy => book
-                    .bid_set
-                    .next_at_or_below(index as usize - 1)
-                    .map_or(NIL, |i| i as u32),
-            };
+            index = book.next_worse(side, index);
         }
         out
     }
