@@ -45,7 +45,7 @@ lint: setup ## rustfmt, clippy, ruff, mypy and the stub check: all must be clean
 	$(VENV)/bin/ruff check python tests benchmarks
 	$(VENV)/bin/ruff format --check python tests benchmarks
 	$(VENV)/bin/mypy
-	$(PY) -m mypy.stubtest sdi._rust sdi._resp sdi._fix --allowlist .stubtest-allowlist
+	$(PY) -m mypy.stubtest sdi._rust sdi._resp sdi._fix sdi._kafka --allowlist .stubtest-allowlist
 
 fmt: setup ## Format Rust and Python in place.
 	cargo fmt --all

@@ -25,6 +25,11 @@ if not os.environ.get("SDI_SKIP_CYTHON"):
                 extra_compile_args=["-O3"],
             ),
             Extension(
+                "sdi._kafka",
+                ["cython/sdi/_kafka.pyx"],
+                extra_compile_args=["-O3"],
+            ),
+            Extension(
                 "sdi._fix",
                 ["cython/sdi/_fix.pyx"],
                 extra_compile_args=["-O3"],
