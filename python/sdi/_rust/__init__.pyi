@@ -5,10 +5,11 @@ A package-style stub, because the module has compiled submodules
 """
 
 from . import exchange as exchange
+from . import log as log
 from . import marketdata as marketdata
 from . import ring as ring
 
-__all__ = ["__version__", "_panic_for_test", "exchange", "marketdata", "ring"]
+__all__ = ["__version__", "_panic_for_test", "exchange", "log", "marketdata", "ring"]
 
 __version__: str
 

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod exchange;
+mod log;
 mod marketdata;
 mod ring;
 
@@ -28,5 +29,6 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ring::register(m)?;
     exchange::register(m)?;
     marketdata::register(m)?;
+    log::register(m)?;
     Ok(())
 }
