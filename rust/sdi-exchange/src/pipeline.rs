@@ -104,29 +104,11 @@ fn pin_to(cpu: usize) -> Result<(), Error> {
     Ok(())
 }
 
-fn encode_event(event: &Event, out: &mut [u8]) {
-    out[0..8].copy_from_slice(&event.seq.to_le_bytes());
-    out[8..16].copy_from_slice(&event.input_seq.to_le_bytes());
-    out[16] = event.kind;
-    out[17] = event.side;
-    out[18] = event.reason;
-    out[19] = event.reserved;
-    out[20..24].copy_from_slice(&event.symbol.to_le_bytes());
-    out[24..28].copy_from_slice(&event.account.to_le_bytes());
-    out[28..32].copy_from_slice(&event.maker_account.to_le_bytes());
-    out[32..40].copy_from_slice(&event.order_id.to_le_bytes());
-    out[40..48].copy_from_slice(&event.maker_order_id.to_le_bytes());
-    out[48..56].copy_from_slice(&event.price.to_le_bytes());
-    out[56..64].copy_from_slice(&event.qty.to_le_bytes());
-    out[64..72].copy_from_slice(&event.leaves.to_le_bytes());
-    out[72..80].copy_from_slice(&event.maker_leaves.to_le_bytes());
-}
-
 /// Writes `events` as 80-byte little-endian records into `out` (resized).
 pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
     out.resize(events.len() * EVENT_BYTES, 0);
     for (event, chunk) in events.iter().zip(out.chunks_exact_mut(EVENT_BYTES)) {
-        encode_event(event, chunk);
+        chunk.copy_from_slice(&event.to_bytes());
     }
 }
 

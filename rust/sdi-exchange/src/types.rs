@@ -359,4 +359,50 @@ pub struct Event {
 
 /// Size of one [`Event`] in bytes.
 pub const EVENT_BYTES: usize = 80;
+
+impl Event {
+    /// The event as its 80 bytes, little-endian (the event rings' and Python's layout).
+    pub fn to_bytes(&self) -> [u8; EVENT_BYTES] {
+        let mut out = [0u8; EVENT_BYTES];
+        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
+        out[8..16].copy_from_slice(&self.input_seq.to_le_bytes());
+        out[16] = self.kind;
+        out[17] = self.side;
+        out[18] = self.reason;
+        out[19] = self.reserved;
+        out[20..24].copy_from_slice(&self.symbol.to_le_bytes());
+        out[24..28].copy_from_slice(&self.account.to_le_bytes());
+        out[28..32].copy_from_slice(&self.maker_account.to_le_bytes());
+        out[32..40].copy_from_slice(&self.order_id.to_le_bytes());
+        out[40..48].copy_from_slice(&self.maker_order_id.to_le_bytes());
+        out[48..56].copy_from_slice(&self.price.to_le_bytes());
+        out[56..64].copy_from_slice(&self.qty.to_le_bytes());
+        out[64..72].copy_from_slice(&self.leaves.to_le_bytes());
+        out[72..80].copy_from_slice(&self.maker_leaves.to_le_bytes());
+        out
+    }
+
+    /// The event from its 80 little-endian bytes.
+    pub fn from_bytes(bytes: &[u8; EVENT_BYTES]) -> Self {
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        Self {
+            seq: u64_at(0),
+            input_seq: u64_at(8),
+            kind: bytes[16],
+            side: bytes[17],
+            reason: bytes[18],
+            reserved: bytes[19],
+            symbol: u32_at(20),
+            account: u32_at(24),
+            maker_account: u32_at(28),
+            order_id: u64_at(32),
+            maker_order_id: u64_at(40),
+            price: u64_at(48) as i64,
+            qty: u64_at(56),
+            leaves: u64_at(64),
+            maker_leaves: u64_at(72),
+        }
+    }
+}
 const _: () = assert!(std::mem::size_of::<Event>() == EVENT_BYTES);

@@ -36,36 +36,6 @@ fn invalid(py: Python<'_>, message: impl Into<String>) -> PyErr {
     core_err(py, Error::InvalidArgument(message.into()))
 }
 
-fn event_from(record: &[u8]) -> Event {
-    let u32_at = |at: usize| {
-        let mut word = [0u8; 4];
-        word.copy_from_slice(&record[at..at + 4]);
-        u32::from_le_bytes(word)
-    };
-    let u64_at = |at: usize| {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&record[at..at + 8]);
-        u64::from_le_bytes(word)
-    };
-    Event {
-        seq: u64_at(0),
-        input_seq: u64_at(8),
-        kind: record[16],
-        side: record[17],
-        reason: record[18],
-        reserved: record[19],
-        symbol: u32_at(20),
-        account: u32_at(24),
-        maker_account: u32_at(28),
-        order_id: u64_at(32),
-        maker_order_id: u64_at(40),
-        price: u64_at(48) as i64,
-        qty: u64_at(56),
-        leaves: u64_at(64),
-        maker_leaves: u64_at(72),
-    }
-}
-
 /// Reads a flat buffer of 80-byte event records into `out` (cleared first).
 fn read_events(
     py: Python<'_>,
@@ -93,7 +63,11 @@ fn read_events(
         ));
     }
     out.clear();
-    out.extend(bytes.chunks_exact(EVENT_BYTES).map(event_from));
+    out.extend(
+        bytes
+            .chunks_exact(EVENT_BYTES)
+            .map(|record| Event::from_bytes(record.try_into().expect("chunks are exact"))),
+    );
     Ok(())
 }
 
