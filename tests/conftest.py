@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 import uvloop
+
+from sdi.testing import servers
+from sdi.testing.servers import RedisServer
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -27,3 +30,14 @@ def run_async(request: pytest.FixtureRequest) -> AsyncRunner:
             return loop_runner.run(coroutine)
 
     return runner
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port in a temporary directory, stopped after.
+
+    Skips where redis-server is not installed, except under CI=true (a failure there).
+    """
+    binary = servers.require_binary("redis-server")
+    with servers.redis_server(binary) as server:
+        yield server

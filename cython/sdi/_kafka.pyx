@@ -30,7 +30,23 @@ cdef enum:
 #: Size of the record batch v2 header, from baseOffset to recordsCount.
 BATCH_HEADER_BYTES = _BATCH_HEADER_BYTES
 #: The first API version of each API key that uses flexible (tagged) encoding.
-FLEXIBLE_VERSION_MIN = {0: 9, 1: 12, 2: 6, 3: 9, 18: 3}
+FLEXIBLE_VERSION_MIN = {
+    0: 9,    # Produce
+    1: 12,   # Fetch
+    2: 6,    # ListOffsets
+    3: 9,    # Metadata
+    8: 8,    # OffsetCommit
+    9: 6,    # OffsetFetch
+    10: 3,   # FindCoordinator
+    11: 6,   # JoinGroup
+    12: 4,   # Heartbeat
+    13: 4,   # LeaveGroup
+    14: 4,   # SyncGroup
+    18: 3,   # ApiVersions
+    19: 5,   # CreateTopics
+    20: 4,   # DeleteTopics
+    22: 2,   # InitProducerId
+}
 
 # ---------------------------------------------------------------------------
 # CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as record batches use.
@@ -630,7 +646,9 @@ cdef Py_ssize_t _check_batch(const uint8_t* ptr, Py_ssize_t available, Py_ssize_
 def validate_record_batches(data):
     """Checks a record set without decoding values; returns one tuple per batch.
 
-    Each tuple is (position, size_bytes, last_offset_delta, records_count).
+    Each tuple is (position, size_bytes, last_offset_delta, records_count,
+    attributes, first_timestamp, max_timestamp, producer_id, producer_epoch,
+    base_sequence), the last six as the batch header holds them.
     The CRC, lengths, magic and compression are checked, and the records are
     walked by their length prefixes so that the count and the bytes agree.
     """
@@ -671,7 +689,11 @@ def validate_record_batches(data):
             raise ProtocolError(
                 f"batch at offset {at} holds {end - pos} bytes after its {records_count} records"
             )
-        result.append((at, size, _be32(ptr + at + 23), records_count))
+        result.append((
+            at, size, _be32(ptr + at + 23), records_count,
+            _be16(ptr + at + 21), _be64(ptr + at + 27), _be64(ptr + at + 35),
+            _be64(ptr + at + 43), _be16(ptr + at + 51), _be32(ptr + at + 53),
+        ))
         at = end
     return result
 

@@ -77,9 +77,10 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     port = _port(args.port, parser)
     running: dict[str, str] = {}
     services: list[tuple[Service, ServiceConfig]] = []
-    for offset, system in enumerate(built_systems(), start=1):
-        # Each system gets a block of ports: its main port, then its own extra ones.
-        service_port = 0 if port == 0 else port + PORTS_PER_SYSTEM * offset
+    for system in built_systems():
+        # Each system gets a block of ports by its chapter: its main port, then
+        # its own extra ones (the message queue, chapter 4, on 8740).
+        service_port = 0 if port == 0 else port + PORTS_PER_SYSTEM * system.chapter
         services.append(
             (make_service(system), ServiceConfig(args.host, service_port, data_dir / system.key))
         )
@@ -114,6 +115,10 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "standby": args.standby,
             "cpu": args.cpu,
             "wait": args.wait,
+            "broker_id": args.broker_id,
+            "partitions": args.partitions,
+            "fsync": args.fsync,
+            "advertised_host": args.advertised_host,
         }
         service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
     config = ServiceConfig(args.host, port, data_dir / args.system)
@@ -198,6 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--standby",
         action="store_true",
         help="follow the primary's journal in --data-dir and take over when it stops",
+    )
+    mq = serve.add_argument_group("mq")
+    mq.add_argument("--broker-id", type=int, default=0, help="this broker's node id (default 0)")
+    mq.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="partitions of an auto-created topic (Kafka's num.partitions; default 1)",
+    )
+    mq.add_argument(
+        "--fsync",
+        choices=["every_batch", "interval", "never"],
+        default="interval",
+        help="default sync policy of new topics: every_batch syncs before each produce is "
+        "acknowledged; interval (the default) within a second; never leaves it to the OS",
+    )
+    mq.add_argument(
+        "--advertised-host",
+        default=None,
+        help="the host name clients are told to connect to (default --host)",
     )
     serve.set_defaults(handler=cmd_serve)
 

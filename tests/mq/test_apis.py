@@ -15,6 +15,7 @@ from kafka.protocol.metadata.metadata import MetadataRequest as KMetadataRequest
 from kafka.protocol.metadata.metadata import MetadataResponse as KMetadataResponse
 from kafka.protocol.producer.produce import ProduceRequest as KProduceRequest
 from kafka.protocol.producer.produce import ProduceResponse as KProduceResponse
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from sdi.errors import ProtocolError
 from sdi.mq import protocol as p
@@ -151,6 +152,39 @@ def test_produce(version: int) -> None:
     assert theirs.throttle_time_ms == 9
     if version >= 5:
         assert partition.log_start_offset == 7
+
+
+@pytest.mark.parametrize("transactional", [False, True])
+def test_batch_info_reads_the_producer_header(transactional: bool) -> None:
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=transactional,
+        producer_id=1 << 40,
+        producer_epoch=3,
+        base_sequence=17,
+        batch_size=1 << 20,
+    )
+    for offset, timestamp in [(0, 1000), (1, 1500), (2, 1200)]:
+        builder.append(offset, timestamp, b"k", b"v", [])
+    batch = bytes(builder.build())
+    theirs = DefaultRecordBatch(batch)
+    [info] = p.validate_record_batches(batch)
+    assert info == p.BatchInfo(
+        position=0,
+        size_bytes=len(batch),
+        last_offset_delta=2,
+        records_count=3,
+        attributes=theirs.attributes,
+        first_timestamp=1000,
+        max_timestamp=1500,
+        producer_id=1 << 40,
+        producer_epoch=3,
+        base_sequence=17,
+    )
+    assert bool(info.attributes & 0x10) is transactional
+    [plain] = p.validate_record_batches(p.encode_record_batch([p.Record(value=b"x")]))
+    assert (plain.producer_id, plain.producer_epoch, plain.base_sequence) == (-1, -1, -1)
 
 
 @pytest.mark.parametrize("version", range(4, 12))

@@ -1,5 +1,9 @@
-"""The message queue: a Kafka-compatible broker built on a sans-IO wire codec.
+"""The message queue (book chapter 4): a Kafka-protocol broker over a segmented log.
 
-:mod:`sdi.mq.protocol` is the codec (framing, primitives, record batches and
-the first APIs); the broker that serves it comes later.
+- :mod:`sdi.mq.log`: the storage core, a partition as a directory of segments.
+- :mod:`sdi.mq.protocol`: the Kafka wire codec (sans-IO).
+- :mod:`sdi.mq.broker`: the broker (embed it, or run ``sdi serve mq``).
+- :mod:`sdi.mq.group`: the consumer-group coordinator and the assignors.
+- :mod:`sdi.mq.partitioner`: Kafka's default partitioner (murmur2).
+- :mod:`sdi.mq.etcd`: the etcd client and member that replication will use.
 """

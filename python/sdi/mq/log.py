@@ -174,11 +174,28 @@ class Partition:
         """
         return self._native.read(offset, max_bytes)
 
+    def read_payloads(self, offset: int, max_bytes: int) -> bytes:
+        """The payloads of the batches :meth:`read` returns, back to back, headers dropped.
+
+        For opaque batches this is the bytes given to :meth:`append_payload`
+        (the broker answers a Kafka fetch with them).
+        """
+        return self._native.read_payloads(offset, max_bytes)
+
     def read_records(self, offset: int, max_bytes: int) -> list[Record]:
         """:meth:`read` then :func:`decode`, without the records before ``offset``."""
         return [
             record for record in decode(self.read(offset, max_bytes)) if record.offset >= offset
         ]
+
+    def truncate_to(self, offset: int) -> None:
+        """Removes every batch from ``offset`` on, so that it is :attr:`next_offset`.
+
+        ``offset`` must be where a batch starts (or the end). A replica uses
+        this to drop a tail its new leader does not have. Raises
+        :class:`sdi.errors.InvalidArgument` inside a batch or outside the log.
+        """
+        self._native.truncate_to(offset)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The base offset of the first batch with a record at or after ``timestamp_ms``."""

@@ -1,4 +1,4 @@
-"""The Kafka wire protocol, sans-IO: framing, record batches and the first APIs.
+"""The Kafka wire protocol, sans-IO: framing, record batches and the APIs a broker serves.
 
 The hot paths are compiled (Cython, ``sdi._kafka``); this module is their
 documented, typed face. Nothing here does I/O: feed the bytes a connection
@@ -25,7 +25,9 @@ decoding, and re-based without touching the CRC:
 
 >>> batch = protocol.encode_record_batch([protocol.Record(b"k", b"v", timestamp=5)])
 >>> protocol.validate_record_batches(batch)
-[BatchInfo(position=0, size_bytes=70, last_offset_delta=0, records_count=1)]
+[BatchInfo(position=0, size_bytes=70, last_offset_delta=0, records_count=1, attributes=0,
+           first_timestamp=5, max_timestamp=5, producer_id=-1, producer_epoch=-1,
+           base_sequence=-1)]
 >>> protocol.decode_record_batch(protocol.rewrite_base_offset(batch, 42)).records
 [Record(key=b'k', value=b'v', headers=[], offset=42, timestamp=5)]
 >>> protocol.crc32c(b"123456789") == 0xE3069283
@@ -34,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -55,23 +58,51 @@ from sdi.errors import InvalidArgument, ProtocolError
 __all__ = [
     "API_VERSIONS",
     "BATCH_HEADER_BYTES",
+    "CREATE_TOPICS",
+    "DELETE_TOPICS",
     "FETCH",
+    "FIND_COORDINATOR",
     "FRAME_BYTES_MAX",
+    "HEARTBEAT",
+    "INIT_PRODUCER_ID",
+    "JOIN_GROUP",
+    "LEAVE_GROUP",
     "LIST_OFFSETS",
     "METADATA",
+    "OFFSET_COMMIT",
+    "OFFSET_FETCH",
     "PRODUCE",
     "SUPPORTED_VERSIONS",
+    "SYNC_GROUP",
     "UNSUPPORTED_VERSION",
     "ApiVersionsRequest",
     "ApiVersionsResponse",
     "BatchInfo",
+    "CreatableTopic",
+    "CreatableTopicResult",
+    "CreateTopicsRequest",
+    "CreateTopicsResponse",
+    "DeleteTopicsRequest",
+    "DeleteTopicsResponse",
+    "ErrorCode",
     "FetchPartition",
     "FetchPartitionResponse",
     "FetchRequest",
     "FetchResponse",
     "FetchTopic",
     "FetchTopicResponse",
+    "FindCoordinatorRequest",
+    "FindCoordinatorResponse",
     "FrameParser",
+    "HeartbeatRequest",
+    "HeartbeatResponse",
+    "InitProducerIdRequest",
+    "InitProducerIdResponse",
+    "JoinGroupMember",
+    "JoinGroupRequest",
+    "JoinGroupResponse",
+    "LeaveGroupRequest",
+    "LeaveGroupResponse",
     "ListOffsetsPartition",
     "ListOffsetsPartitionResponse",
     "ListOffsetsRequest",
@@ -83,6 +114,14 @@ __all__ = [
     "MetadataRequest",
     "MetadataResponse",
     "MetadataTopic",
+    "OffsetCommitPartition",
+    "OffsetCommitRequest",
+    "OffsetCommitResponse",
+    "OffsetCommitTopic",
+    "OffsetFetchPartitionResponse",
+    "OffsetFetchRequest",
+    "OffsetFetchResponse",
+    "OffsetFetchTopicResponse",
     "ProducePartition",
     "ProducePartitionResponse",
     "ProduceRequest",
@@ -93,6 +132,8 @@ __all__ = [
     "Record",
     "RecordBatch",
     "RequestHeader",
+    "SyncGroupRequest",
+    "SyncGroupResponse",
     "Writer",
     "api_versions_response_frame",
     "crc32c",
@@ -108,12 +149,22 @@ __all__ = [
     "validate_record_batches",
 ]
 
-#: API keys served so far.
+#: API keys served.
 PRODUCE = 0
 FETCH = 1
 LIST_OFFSETS = 2
 METADATA = 3
+OFFSET_COMMIT = 8
+OFFSET_FETCH = 9
+FIND_COORDINATOR = 10
+JOIN_GROUP = 11
+HEARTBEAT = 12
+LEAVE_GROUP = 13
+SYNC_GROUP = 14
 API_VERSIONS = 18
+CREATE_TOPICS = 19
+DELETE_TOPICS = 20
+INIT_PRODUCER_ID = 22
 
 #: Supported (min, max) versions per API key: all below each API's first flexible version.
 SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
@@ -121,8 +172,72 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     FETCH: (4, 11),
     LIST_OFFSETS: (1, 5),
     METADATA: (0, 8),
+    OFFSET_COMMIT: (0, 7),
+    OFFSET_FETCH: (0, 5),
+    FIND_COORDINATOR: (0, 2),
+    JOIN_GROUP: (0, 5),
+    HEARTBEAT: (0, 3),
+    LEAVE_GROUP: (0, 3),
+    SYNC_GROUP: (0, 3),
     API_VERSIONS: (0, 2),
+    CREATE_TOPICS: (0, 4),
+    DELETE_TOPICS: (0, 3),
+    INIT_PRODUCER_ID: (0, 1),
 }
+
+
+class ErrorCode(enum.IntEnum):
+    """The Kafka error codes a broker answers with (a response's ``error_code`` fields).
+
+    >>> ErrorCode(3).name, int(ErrorCode.NOT_COORDINATOR)
+    ('UNKNOWN_TOPIC_OR_PARTITION', 16)
+    """
+
+    UNKNOWN_SERVER_ERROR = -1
+    NONE = 0
+    OFFSET_OUT_OF_RANGE = 1
+    CORRUPT_MESSAGE = 2
+    UNKNOWN_TOPIC_OR_PARTITION = 3
+    LEADER_NOT_AVAILABLE = 5
+    NOT_LEADER_OR_FOLLOWER = 6
+    REQUEST_TIMED_OUT = 7
+    MESSAGE_TOO_LARGE = 10
+    OFFSET_METADATA_TOO_LARGE = 12
+    COORDINATOR_LOAD_IN_PROGRESS = 14
+    COORDINATOR_NOT_AVAILABLE = 15
+    NOT_COORDINATOR = 16
+    INVALID_TOPIC_EXCEPTION = 17
+    RECORD_LIST_TOO_LARGE = 18
+    NOT_ENOUGH_REPLICAS = 19
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20
+    INVALID_REQUIRED_ACKS = 21
+    ILLEGAL_GENERATION = 22
+    INCONSISTENT_GROUP_PROTOCOL = 23
+    INVALID_GROUP_ID = 24
+    UNKNOWN_MEMBER_ID = 25
+    INVALID_SESSION_TIMEOUT = 26
+    REBALANCE_IN_PROGRESS = 27
+    UNSUPPORTED_VERSION = 35
+    TOPIC_ALREADY_EXISTS = 36
+    INVALID_PARTITIONS = 37
+    INVALID_REPLICATION_FACTOR = 38
+    INVALID_CONFIG = 40
+    INVALID_REQUEST = 42
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+    DUPLICATE_SEQUENCE_NUMBER = 46
+    INVALID_PRODUCER_EPOCH = 47
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+    KAFKA_STORAGE_ERROR = 56
+    UNKNOWN_PRODUCER_ID = 59
+    GROUP_ID_NOT_FOUND = 69
+    FETCH_SESSION_ID_NOT_FOUND = 70
+    FENCED_LEADER_EPOCH = 74
+    UNKNOWN_LEADER_EPOCH = 75
+    UNSUPPORTED_COMPRESSION_TYPE = 76
+    MEMBER_ID_REQUIRED = 79
+    FENCED_INSTANCE_ID = 82
+    INVALID_RECORD = 87
+
 
 #: The error code for a version the broker does not serve.
 UNSUPPORTED_VERSION = 35
@@ -199,12 +314,23 @@ class RecordBatch:
 
 @dataclass(frozen=True, slots=True)
 class BatchInfo:
-    """Where one batch of a record set is, as checked by :func:`validate_record_batches`."""
+    """Where one batch of a record set is, as checked by :func:`validate_record_batches`.
+
+    The fields after ``records_count`` are read from the batch header as it
+    is: ``first_timestamp`` is its baseTimestamp, and ``producer_id``,
+    ``producer_epoch`` and ``base_sequence`` are -1 for a non-idempotent producer.
+    """
 
     position: int
     size_bytes: int
     last_offset_delta: int
     records_count: int
+    attributes: int
+    first_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
 
 
 def decode_record_batch(data: Buffer) -> RecordBatch:
@@ -511,9 +637,261 @@ class ListOffsetsResponse:
     throttle_time_ms: int = 0
 
 
-Request = ApiVersionsRequest | MetadataRequest | ProduceRequest | FetchRequest | ListOffsetsRequest
+@dataclass(slots=True)
+class OffsetCommitPartition:
+    partition_index: int
+    committed_offset: int
+    committed_leader_epoch: int = -1
+    commit_timestamp: int = -1
+    committed_metadata: str | None = None
+
+
+@dataclass(slots=True)
+class OffsetCommitTopic:
+    name: str
+    partitions: list[OffsetCommitPartition]
+
+
+@dataclass(slots=True)
+class OffsetCommitRequest:
+    """OffsetCommit v0-v7; fields a version lacks hold their defaults (see each field)."""
+
+    group_id: str
+    generation_id: int  # -1 in v0
+    member_id: str  # "" in v0
+    group_instance_id: str | None  # v7+
+    retention_time_ms: int  # v2-v4, else -1
+    topics: list[OffsetCommitTopic]
+
+
+@dataclass(slots=True)
+class OffsetCommitResponse:
+    """Per topic name, the (partition_index, error_code) pairs."""
+
+    topics: list[tuple[str, list[tuple[int, int]]]]
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class OffsetFetchRequest:
+    """``topics`` of None (v2+) asks for every committed offset of the group."""
+
+    group_id: str
+    topics: list[tuple[str, list[int]]] | None
+
+
+@dataclass(slots=True)
+class OffsetFetchPartitionResponse:
+    partition_index: int
+    committed_offset: int
+    committed_leader_epoch: int = -1
+    metadata: str | None = ""
+    error_code: int = 0
+
+
+@dataclass(slots=True)
+class OffsetFetchTopicResponse:
+    name: str
+    partitions: list[OffsetFetchPartitionResponse]
+
+
+@dataclass(slots=True)
+class OffsetFetchResponse:
+    topics: list[OffsetFetchTopicResponse]
+    error_code: int = 0
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class FindCoordinatorRequest:
+    """``key_type`` 0 is a group, 1 a transactional id (v1+)."""
+
+    key: str
+    key_type: int = 0
+
+
+@dataclass(slots=True)
+class FindCoordinatorResponse:
+    error_code: int
+    node_id: int
+    host: str
+    port: int
+    error_message: str | None = None
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class JoinGroupRequest:
+    """JoinGroup v0-v5: v0 has no rebalance timeout (it is the session timeout)."""
+
+    group_id: str
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    member_id: str
+    group_instance_id: str | None  # v5+
+    protocol_type: str
+    protocols: list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class JoinGroupMember:
+    member_id: str
+    group_instance_id: str | None
+    metadata: bytes
+
+
+@dataclass(slots=True)
+class JoinGroupResponse:
+    error_code: int
+    generation_id: int
+    protocol_name: str
+    leader: str
+    member_id: str
+    members: list[JoinGroupMember]
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class HeartbeatRequest:
+    group_id: str
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None = None
+
+
+@dataclass(slots=True)
+class HeartbeatResponse:
+    error_code: int
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class LeaveGroupRequest:
+    """(member_id, group_instance_id) per leaving member; v0-v2 carry one, without instance id."""
+
+    group_id: str
+    members: list[tuple[str, str | None]]
+
+
+@dataclass(slots=True)
+class LeaveGroupResponse:
+    """``members`` (v3+) holds (member_id, group_instance_id, error_code) per member."""
+
+    error_code: int
+    members: list[tuple[str, str | None, int]] = field(default_factory=list)
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class SyncGroupRequest:
+    """``assignments`` holds (member_id, assignment); only the leader sends any."""
+
+    group_id: str
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None  # v3+
+    assignments: list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class SyncGroupResponse:
+    error_code: int
+    assignment: bytes
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class CreatableTopic:
+    """``num_partitions`` and ``replication_factor`` are -1 when ``assignments`` gives them."""
+
+    name: str
+    num_partitions: int
+    replication_factor: int
+    assignments: list[tuple[int, list[int]]]
+    configs: list[tuple[str, str | None]]
+
+
+@dataclass(slots=True)
+class CreateTopicsRequest:
+    topics: list[CreatableTopic]
+    timeout_ms: int
+    validate_only: bool = False
+
+
+@dataclass(slots=True)
+class CreatableTopicResult:
+    name: str
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(slots=True)
+class CreateTopicsResponse:
+    topics: list[CreatableTopicResult]
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class DeleteTopicsRequest:
+    topic_names: list[str]
+    timeout_ms: int
+
+
+@dataclass(slots=True)
+class DeleteTopicsResponse:
+    """(name, error_code) per topic."""
+
+    responses: list[tuple[str, int]]
+    throttle_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class InitProducerIdRequest:
+    transactional_id: str | None
+    transaction_timeout_ms: int
+
+
+@dataclass(slots=True)
+class InitProducerIdResponse:
+    error_code: int
+    producer_id: int = -1
+    producer_epoch: int = -1
+    throttle_time_ms: int = 0
+
+
+Request = (
+    ApiVersionsRequest
+    | MetadataRequest
+    | ProduceRequest
+    | FetchRequest
+    | ListOffsetsRequest
+    | OffsetCommitRequest
+    | OffsetFetchRequest
+    | FindCoordinatorRequest
+    | JoinGroupRequest
+    | HeartbeatRequest
+    | LeaveGroupRequest
+    | SyncGroupRequest
+    | CreateTopicsRequest
+    | DeleteTopicsRequest
+    | InitProducerIdRequest
+)
 Response = (
-    ApiVersionsResponse | MetadataResponse | ProduceResponse | FetchResponse | ListOffsetsResponse
+    ApiVersionsResponse
+    | MetadataResponse
+    | ProduceResponse
+    | FetchResponse
+    | ListOffsetsResponse
+    | OffsetCommitResponse
+    | OffsetFetchResponse
+    | FindCoordinatorResponse
+    | JoinGroupResponse
+    | HeartbeatResponse
+    | LeaveGroupResponse
+    | SyncGroupResponse
+    | CreateTopicsResponse
+    | DeleteTopicsResponse
+    | InitProducerIdResponse
 )
 
 
@@ -601,12 +979,126 @@ def _decode_list_offsets(reader: Reader, version: int) -> ListOffsetsRequest:
     return ListOffsetsRequest(replica_id, _array(reader, topic), isolation_level)
 
 
+def _decode_offset_commit(reader: Reader, version: int) -> OffsetCommitRequest:
+    group_id = reader.string()
+    generation_id, member_id = (reader.int32(), reader.string()) if version >= 1 else (-1, "")
+    group_instance_id = reader.nullable_string() if version >= 7 else None
+    retention_time_ms = reader.int64() if 2 <= version <= 4 else -1
+
+    def partition() -> OffsetCommitPartition:
+        index = reader.int32()
+        offset = reader.int64()
+        leader_epoch = reader.int32() if version >= 6 else -1
+        timestamp = reader.int64() if version == 1 else -1
+        return OffsetCommitPartition(
+            index, offset, leader_epoch, timestamp, reader.nullable_string()
+        )
+
+    def topic() -> OffsetCommitTopic:
+        return OffsetCommitTopic(reader.string(), _array(reader, partition))
+
+    topics = _array(reader, topic)
+    return OffsetCommitRequest(
+        group_id, generation_id, member_id, group_instance_id, retention_time_ms, topics
+    )
+
+
+def _decode_offset_fetch(reader: Reader, version: int) -> OffsetFetchRequest:
+    group_id = reader.string()
+
+    def topic() -> tuple[str, list[int]]:
+        return reader.string(), _int32_array(reader)
+
+    if version >= 2:
+        return OffsetFetchRequest(group_id, _nullable_array(reader, topic))
+    return OffsetFetchRequest(group_id, _array(reader, topic))
+
+
+def _decode_find_coordinator(reader: Reader, version: int) -> FindCoordinatorRequest:
+    key = reader.string()
+    return FindCoordinatorRequest(key, reader.int8() if version >= 1 else 0)
+
+
+def _decode_join_group(reader: Reader, version: int) -> JoinGroupRequest:
+    group_id = reader.string()
+    session_timeout_ms = reader.int32()
+    rebalance_timeout_ms = reader.int32() if version >= 1 else session_timeout_ms
+    member_id = reader.string()
+    group_instance_id = reader.nullable_string() if version >= 5 else None
+    protocol_type = reader.string()
+    protocols = _array(reader, lambda: (reader.string(), reader.bytes_()))
+    return JoinGroupRequest(
+        group_id, session_timeout_ms, rebalance_timeout_ms, member_id, group_instance_id,
+        protocol_type, protocols,
+    )  # fmt: skip
+
+
+def _decode_heartbeat(reader: Reader, version: int) -> HeartbeatRequest:
+    group_id = reader.string()
+    generation_id = reader.int32()
+    member_id = reader.string()
+    group_instance_id = reader.nullable_string() if version >= 3 else None
+    return HeartbeatRequest(group_id, generation_id, member_id, group_instance_id)
+
+
+def _decode_leave_group(reader: Reader, version: int) -> LeaveGroupRequest:
+    group_id = reader.string()
+    if version >= 3:
+        members = _array(reader, lambda: (reader.string(), reader.nullable_string()))
+    else:
+        members = [(reader.string(), None)]
+    return LeaveGroupRequest(group_id, members)
+
+
+def _decode_sync_group(reader: Reader, version: int) -> SyncGroupRequest:
+    group_id = reader.string()
+    generation_id = reader.int32()
+    member_id = reader.string()
+    group_instance_id = reader.nullable_string() if version >= 3 else None
+    assignments = _array(reader, lambda: (reader.string(), reader.bytes_()))
+    return SyncGroupRequest(group_id, generation_id, member_id, group_instance_id, assignments)
+
+
+def _decode_create_topics(reader: Reader, version: int) -> CreateTopicsRequest:
+    def topic() -> CreatableTopic:
+        name = reader.string()
+        num_partitions = reader.int32()
+        replication_factor = reader.int16()
+        assignments = _array(reader, lambda: (reader.int32(), _int32_array(reader)))
+        configs = _array(reader, lambda: (reader.string(), reader.nullable_string()))
+        return CreatableTopic(name, num_partitions, replication_factor, assignments, configs)
+
+    topics = _array(reader, topic)
+    timeout_ms = reader.int32()
+    return CreateTopicsRequest(topics, timeout_ms, reader.boolean() if version >= 1 else False)
+
+
+def _decode_delete_topics(reader: Reader, version: int) -> DeleteTopicsRequest:
+    topic_names = _array(reader, reader.string)
+    return DeleteTopicsRequest(topic_names, reader.int32())
+
+
+def _decode_init_producer_id(reader: Reader, version: int) -> InitProducerIdRequest:
+    transactional_id = reader.nullable_string()
+    return InitProducerIdRequest(transactional_id, reader.int32())
+
+
 _DECODERS: dict[int, Callable[[Reader, int], Any]] = {
     API_VERSIONS: lambda reader, version: ApiVersionsRequest(),
     METADATA: _decode_metadata,
     PRODUCE: _decode_produce,
     FETCH: _decode_fetch,
     LIST_OFFSETS: _decode_list_offsets,
+    OFFSET_COMMIT: _decode_offset_commit,
+    OFFSET_FETCH: _decode_offset_fetch,
+    FIND_COORDINATOR: _decode_find_coordinator,
+    JOIN_GROUP: _decode_join_group,
+    HEARTBEAT: _decode_heartbeat,
+    LEAVE_GROUP: _decode_leave_group,
+    SYNC_GROUP: _decode_sync_group,
+    CREATE_TOPICS: _decode_create_topics,
+    DELETE_TOPICS: _decode_delete_topics,
+    INIT_PRODUCER_ID: _decode_init_producer_id,
 }
 
 
@@ -750,12 +1242,135 @@ def _encode_list_offsets(writer: Writer, response: ListOffsetsResponse, version:
                 writer.int32(partition.leader_epoch)
 
 
+def _encode_offset_commit(writer: Writer, response: OffsetCommitResponse, version: int) -> None:
+    if version >= 3:
+        writer.int32(response.throttle_time_ms)
+    writer.array_length(len(response.topics))
+    for name, partitions in response.topics:
+        writer.string(name)
+        writer.array_length(len(partitions))
+        for partition_index, error_code in partitions:
+            writer.int32(partition_index)
+            writer.int16(error_code)
+
+
+def _encode_offset_fetch(writer: Writer, response: OffsetFetchResponse, version: int) -> None:
+    if version >= 3:
+        writer.int32(response.throttle_time_ms)
+    writer.array_length(len(response.topics))
+    for topic in response.topics:
+        writer.string(topic.name)
+        writer.array_length(len(topic.partitions))
+        for partition in topic.partitions:
+            writer.int32(partition.partition_index)
+            writer.int64(partition.committed_offset)
+            if version >= 5:
+                writer.int32(partition.committed_leader_epoch)
+            writer.nullable_string(partition.metadata)
+            writer.int16(partition.error_code)
+    if version >= 2:
+        writer.int16(response.error_code)
+
+
+def _encode_find_coordinator(
+    writer: Writer, response: FindCoordinatorResponse, version: int
+) -> None:
+    if version >= 1:
+        writer.int32(response.throttle_time_ms)
+    writer.int16(response.error_code)
+    if version >= 1:
+        writer.nullable_string(response.error_message)
+    writer.int32(response.node_id)
+    writer.string(response.host)
+    writer.int32(response.port)
+
+
+def _encode_join_group(writer: Writer, response: JoinGroupResponse, version: int) -> None:
+    if version >= 2:
+        writer.int32(response.throttle_time_ms)
+    writer.int16(response.error_code)
+    writer.int32(response.generation_id)
+    writer.string(response.protocol_name)
+    writer.string(response.leader)
+    writer.string(response.member_id)
+    writer.array_length(len(response.members))
+    for member in response.members:
+        writer.string(member.member_id)
+        if version >= 5:
+            writer.nullable_string(member.group_instance_id)
+        writer.bytes_(member.metadata)
+
+
+def _encode_heartbeat(writer: Writer, response: HeartbeatResponse, version: int) -> None:
+    if version >= 1:
+        writer.int32(response.throttle_time_ms)
+    writer.int16(response.error_code)
+
+
+def _encode_leave_group(writer: Writer, response: LeaveGroupResponse, version: int) -> None:
+    if version >= 1:
+        writer.int32(response.throttle_time_ms)
+    writer.int16(response.error_code)
+    if version >= 3:
+        writer.array_length(len(response.members))
+        for member_id, group_instance_id, error_code in response.members:
+            writer.string(member_id)
+            writer.nullable_string(group_instance_id)
+            writer.int16(error_code)
+
+
+def _encode_sync_group(writer: Writer, response: SyncGroupResponse, version: int) -> None:
+    if version >= 1:
+        writer.int32(response.throttle_time_ms)
+    writer.int16(response.error_code)
+    writer.bytes_(response.assignment)
+
+
+def _encode_create_topics(writer: Writer, response: CreateTopicsResponse, version: int) -> None:
+    if version >= 2:
+        writer.int32(response.throttle_time_ms)
+    writer.array_length(len(response.topics))
+    for topic in response.topics:
+        writer.string(topic.name)
+        writer.int16(topic.error_code)
+        if version >= 1:
+            writer.nullable_string(topic.error_message)
+
+
+def _encode_delete_topics(writer: Writer, response: DeleteTopicsResponse, version: int) -> None:
+    if version >= 1:
+        writer.int32(response.throttle_time_ms)
+    writer.array_length(len(response.responses))
+    for name, error_code in response.responses:
+        writer.string(name)
+        writer.int16(error_code)
+
+
+def _encode_init_producer_id(
+    writer: Writer, response: InitProducerIdResponse, version: int
+) -> None:
+    writer.int32(response.throttle_time_ms)
+    writer.int16(response.error_code)
+    writer.int64(response.producer_id)
+    writer.int16(response.producer_epoch)
+
+
 _ENCODERS: dict[type[Any], tuple[int, Callable[[Writer, Any, int], None]]] = {
     ApiVersionsResponse: (API_VERSIONS, _encode_api_versions),
     MetadataResponse: (METADATA, _encode_metadata),
     ProduceResponse: (PRODUCE, _encode_produce),
     FetchResponse: (FETCH, _encode_fetch),
     ListOffsetsResponse: (LIST_OFFSETS, _encode_list_offsets),
+    OffsetCommitResponse: (OFFSET_COMMIT, _encode_offset_commit),
+    OffsetFetchResponse: (OFFSET_FETCH, _encode_offset_fetch),
+    FindCoordinatorResponse: (FIND_COORDINATOR, _encode_find_coordinator),
+    JoinGroupResponse: (JOIN_GROUP, _encode_join_group),
+    HeartbeatResponse: (HEARTBEAT, _encode_heartbeat),
+    LeaveGroupResponse: (LEAVE_GROUP, _encode_leave_group),
+    SyncGroupResponse: (SYNC_GROUP, _encode_sync_group),
+    CreateTopicsResponse: (CREATE_TOPICS, _encode_create_topics),
+    DeleteTopicsResponse: (DELETE_TOPICS, _encode_delete_topics),
+    InitProducerIdResponse: (INIT_PRODUCER_ID, _encode_init_producer_id),
 }
 
 

@@ -634,6 +634,29 @@ impl Partition {
         Ok(())
     }
 
+    /// [`Partition::read_into`] with each batch's header dropped, so that
+    /// `out` holds the payloads back to back: for the broker, whose opaque
+    /// payloads are Kafka record batches, the bytes a fetch answers with.
+    /// The checksums are checked as `read_into` checks them.
+    pub fn read_payloads_into(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        self.read_into(offset, max_bytes, out)?;
+        let (mut read, mut write) = (0, 0);
+        while let Some(header) = BatchHeader::parse(&out[read..]) {
+            let end = read + header.batch_bytes as usize;
+            out.copy_within(read + BATCH_HEADER_BYTES..end, write);
+            write += end - read - BATCH_HEADER_BYTES;
+            read = end;
+        }
+        debug_assert_eq!(read, out.len(), "read_into returns whole batches");
+        out.truncate(write);
+        Ok(())
+    }
+
     /// Walks batch headers from `position` to the first for which `found`
     /// holds; its position and header.
     fn find_batch(
@@ -685,6 +708,82 @@ impl Partition {
             }
         }
         Ok(None)
+    }
+
+    /// Cuts the log back so that `offset` is the next offset: every batch at
+    /// or after it is removed (a replica drops a tail its leader does not
+    /// have). `offset` must be a batch boundary between the log start and
+    /// [`Partition::next_offset`]. Later segments are deleted (data file first,
+    /// so a crash leaves a shorter log, never a hole), the data file holding
+    /// `offset` is cut and synced, and the last segment left is reopened as
+    /// the active one, its indexes rebuilt.
+    pub fn truncate_to(&mut self, offset: u64) -> Result<(), Error> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.dir.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let next_offset = self.next_offset();
+        if offset == next_offset {
+            return Ok(());
+        }
+        if offset < self.log_start_offset() || offset > next_offset {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                next_offset,
+            });
+        }
+        let at = self
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset)
+            - 1;
+        let segment = &self.segments[at];
+        let relative = (offset - segment.base_offset) as u32;
+        let (position, header) = self
+            .find_batch(
+                segment,
+                segment.index.position_at_or_before(relative),
+                |header| header.next_offset() > offset,
+            )?
+            .ok_or_else(|| corrupt(&segment.paths[0], format!("no batch holds offset {offset}")))?;
+        if header.base_offset != offset {
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} is inside the batch at offset {}; truncate at a batch boundary",
+                header.base_offset
+            )));
+        }
+        let result = self.cut(at, position);
+        if let Err(error) = &result {
+            self.poisoned = Some(format!("truncation failed: {error}"));
+        }
+        result
+    }
+
+    fn cut(&mut self, at: usize, position: u64) -> Result<(), Error> {
+        // A segment that would be left empty goes too, unless it is the first.
+        let keep = if position == 0 && at > 0 { at - 1 } else { at };
+        while self.segments.len() > keep + 1 {
+            let segment = self.segments.pop().expect("more segments than kept");
+            for path in &segment.paths {
+                std::fs::remove_file(path).map_err(io_error(path))?;
+            }
+        }
+        let last = self.segments.pop().expect("a kept segment");
+        if keep == at {
+            last.log
+                .set_len(position)
+                .map_err(io_error(&last.paths[0]))?;
+            last.log.sync_all().map_err(io_error(&last.paths[0]))?;
+        }
+        let base_offset = last.base_offset;
+        drop(last);
+        let active = open_active_segment(&self.dir, base_offset, self.config.index_interval_bytes)?;
+        self.segments.push(active);
+        sync_dir(&self.dir)?;
+        self.last_sync = Instant::now();
+        Ok(())
     }
 
     /// Deletes whole closed segments from the front of the log: those whose

@@ -44,6 +44,9 @@ enum Op {
         now_ms: i64,
     },
     Reopen,
+    Truncate {
+        pick: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -60,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (-10i64..330).prop_map(|timestamp_ms| Op::OffsetForTime { timestamp_ms }),
         1 => (0i64..400).prop_map(|now_ms| Op::Retention { now_ms }),
         1 => Just(Op::Reopen),
+        1 => any::<usize>().prop_map(|pick| Op::Truncate { pick }),
     ]
 }
 
@@ -121,6 +125,18 @@ impl Model {
 
     fn all(&self) -> impl Iterator<Item = &ModelBatch> {
         self.segments.iter().flatten()
+    }
+
+    /// Drops the batches from `offset` on (a batch boundary), and a segment
+    /// left empty unless it is the first.
+    fn truncate(&mut self, offset: u64) {
+        for segment in &mut self.segments {
+            segment.retain(|batch| batch.base_offset < offset);
+        }
+        while self.segments.len() > 1 && self.segments.last().unwrap().is_empty() {
+            self.segments.pop();
+        }
+        self.next_offset = offset;
     }
 
     fn retention(&mut self, now_ms: i64) -> usize {
@@ -323,6 +339,15 @@ fn run(ops: Vec<Op>) {
             Op::Reopen => {
                 drop(partition);
                 partition = Partition::open(dir.path(), config()).unwrap();
+                check_everything(&partition, &model);
+            }
+            Op::Truncate { pick } => {
+                // Any batch boundary, the end included.
+                let mut boundaries: Vec<u64> = model.all().map(|batch| batch.base_offset).collect();
+                boundaries.push(model.next_offset);
+                let offset = boundaries[pick % boundaries.len()];
+                partition.truncate_to(offset).unwrap();
+                model.truncate(offset);
                 check_everything(&partition, &model);
             }
         }

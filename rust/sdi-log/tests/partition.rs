@@ -277,3 +277,84 @@ fn bench_workload_smoke() {
     }
     assert_eq!(count, 3000);
 }
+
+#[test]
+fn payload_reads_drop_the_headers_and_keep_the_payloads_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut partition = Partition::open(dir.path(), small_config()).unwrap();
+    partition.append_payload(b"first", 2, 1, 1).unwrap();
+    partition.append_payload(b"second!", 1, 2, 2).unwrap();
+    partition.append_payload(b"third", 4, 3, 3).unwrap();
+    let mut out = vec![0xAA; 3];
+    partition.read_payloads_into(0, 1 << 20, &mut out).unwrap();
+    assert_eq!(out, b"firstsecond!third");
+    // From an offset inside the second batch: that batch whole, then the rest.
+    partition.read_payloads_into(2, 1 << 20, &mut out).unwrap();
+    assert_eq!(out, b"second!third");
+    // A tiny budget still returns the first batch whole.
+    partition.read_payloads_into(3, 1, &mut out).unwrap();
+    assert_eq!(out, b"third");
+    partition.read_payloads_into(7, 1 << 20, &mut out).unwrap();
+    assert!(out.is_empty());
+    assert!(matches!(
+        partition.read_payloads_into(8, 1 << 20, &mut out),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn truncation_cuts_back_to_a_batch_boundary_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config();
+    config.segment_bytes_max = 400;
+    let mut partition = Partition::open(dir.path(), config).unwrap();
+    let mut bases = Vec::new();
+    for batch in 0..12 {
+        bases.push(
+            partition
+                .append_payload(&[batch as u8; 60], 2, batch, batch)
+                .unwrap(),
+        );
+    }
+    assert!(partition.segment_base_offsets().len() >= 3);
+    // Inside a batch: refused, nothing changed.
+    assert!(matches!(
+        partition.truncate_to(bases[5] + 1),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(partition.next_offset(), 24);
+    // At a segment's base: that segment and the later ones go.
+    let second = partition.segment_base_offsets()[1];
+    partition.truncate_to(second).unwrap();
+    assert_eq!(partition.next_offset(), second);
+    assert_eq!(partition.segment_base_offsets(), vec![0]);
+    // Appends go on from there, and everything reads back after a reopen.
+    assert_eq!(partition.append_payload(b"new", 1, 99, 99).unwrap(), second);
+    partition.truncate_to(bases[1]).unwrap();
+    assert_eq!(partition.next_offset(), bases[1]);
+    partition.append_payload(b"after", 3, 100, 100).unwrap();
+    drop(partition);
+    let partition = Partition::open(dir.path(), config).unwrap();
+    let bytes = partition.read(0, 1 << 20).unwrap();
+    let payloads: Vec<Vec<u8>> = batches(&bytes)
+        .map(|b| b.unwrap().payload.to_vec())
+        .collect();
+    assert_eq!(payloads, vec![vec![0u8; 60], b"after".to_vec()]);
+    assert_eq!(partition.next_offset(), 5);
+}
+
+#[test]
+fn truncation_to_the_log_start_empties_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut partition = Partition::open(dir.path(), small_config()).unwrap();
+    partition.append_payload(b"a", 1, 1, 1).unwrap();
+    partition.append_payload(b"b", 1, 2, 2).unwrap();
+    partition.truncate_to(0).unwrap();
+    assert_eq!(partition.next_offset(), 0);
+    assert!(partition.read(0, 100).unwrap().is_empty());
+    assert!(matches!(
+        partition.truncate_to(1),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(partition.append_payload(b"c", 1, 3, 3).unwrap(), 0);
+}

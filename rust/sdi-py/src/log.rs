@@ -220,6 +220,28 @@ impl PyPartition {
         Ok(PyBytes::new(py, &bytes))
     }
 
+    /// The payloads of whole batches from the one holding `offset`, back to
+    /// back, without the log's batch headers.
+    #[pyo3(signature = (offset, max_bytes))]
+    fn read_payloads<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        max_bytes: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = self.with(py, |partition| {
+            let mut out = Vec::new();
+            partition.read_payloads_into(offset, max_bytes, &mut out)?;
+            Ok(out)
+        })?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Cuts the log back so that `offset` (a batch boundary) is the next offset.
+    fn truncate_to(&self, py: Python<'_>, offset: u64) -> PyResult<()> {
+        self.with(py, |partition| partition.truncate_to(offset))
+    }
+
     /// The base offset of the first batch whose newest record is at or after
     /// `timestamp_ms`, or `None`.
     fn offset_for_time(&self, py: Python<'_>, timestamp_ms: i64) -> PyResult<Option<u64>> {

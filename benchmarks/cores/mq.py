@@ -1,0 +1,709 @@
+"""The message queue: the sdi broker beside Redis Streams, and its log beside the disk.
+
+Every record is a 100-byte value. The servers run as their own processes,
+each pinned to CPU 0; the clients run here, on CPU 1 (when there are two).
+
+* Produce throughput: confluent-kafka (librdkafka) against ``sdi serve mq``
+  over the real Kafka protocol, ``acks=1``, batched (``linger.ms`` 5,
+  ``batch.size`` 1 MB, no idempotence, no compression), every record to
+  partition 0 of one topic. A record counts once ``flush()`` has returned:
+  produced and acknowledged; the partition's high watermark must have moved
+  by exactly the number sent. Baselines: Redis Streams, ``XADD`` of the same
+  values to a ``redis-server`` started here, pipelined 1,000 commands a round
+  trip: through redis-py (``pipeline(transaction=False)``, hiredis parser),
+  and through hiredis alone on a raw socket (``pack_command`` and
+  ``hiredis.Reader``, the least a Python client can spend per command).
+  ``XLEN`` must equal the number sent. A Python producer is a client limit
+  (confluent-kafka's ``produce()`` alone tops out near 600 k calls/s here),
+  so the same runs also give records per CPU-second of the server process
+  (``/proc/<pid>/stat``): what one server core takes when the client keeps up.
+* End-to-end latency: a producer sends records carrying their send time at a
+  steady rate, one at a time (``linger.ms`` 0); a consumer in a second thread
+  receives them (confluent-kafka, assigned to partition 0 from the end,
+  ``fetch.wait.max.ms`` 5; Redis: ``XREAD BLOCK`` on a second connection
+  after ``XADD`` on the first). Warm-up records go first until the consumer
+  sees one; p50 and p99 over the records after that.
+* Log append: ``sdi.mq.log.Partition`` with ``fsync="every_batch"``,
+  appending batches of 10,000 records (about 1 MiB) with ``append_records``
+  and, as the broker does, pre-encoded batches with ``append_payload``;
+  beside ``os.write`` of the same number of bytes per call followed by
+  ``os.fdatasync``, in the same directory, the same total: the disk's
+  sequential write rate, measured in the same run, interleaved repeat by
+  repeat. And with ``fsync="never"`` beside ``os.write`` alone, for scale.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from harness import Progress, Result, Scale, percentile  # noqa: E402
+from sdi.mq.log import Partition  # noqa: E402
+from sdi.testing.servers import RedisServer, free_port  # noqa: E402
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+RECORD_BYTES = 100
+TOPIC = "sdi-bench"
+STREAM = "sdi-bench"
+PIPELINE = 1000
+LOG_BATCH_RECORDS = 10_000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+LATENCY = struct.Struct("<qq")  # sequence (negative: warm-up), send time in ns
+
+SIZES = {
+    # scale: (kafka records, redis records, latency records, records/s, log batches, repeats)
+    "tiny": (20_000, 10_000, 200, 2_000, 8, 1),
+    "quick": (1_000_000, 100_000, 4_000, 2_000, 128, 3),
+    "full": (5_000_000, 1_000_000, 20_000, 4_000, 512, 5),
+}
+
+
+# --- processes and CPUs --------------------------------------------------------------
+
+
+def _two_cpus() -> bool:
+    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+
+
+def _pin_process(pid: int, cpu: int) -> None:
+    """Pins every thread of process ``pid`` to ``cpu``."""
+    if not _two_cpus():
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
+@contextlib.contextmanager
+def _pinned(cpu: int) -> Iterator[None]:
+    """This thread (and the threads it starts) on ``cpu`` for the block."""
+    if not _two_cpus():
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One produce run: records, wall seconds, the server's CPU seconds meanwhile."""
+
+    records: int
+    seconds: float
+    server_cpu: float
+
+
+@dataclass(frozen=True)
+class Produced:
+    """Medians over repeats: records/s, records per server CPU-second, server CPU share."""
+
+    rate: float
+    per_cpu_second: float
+    cpu_share: float
+
+    @classmethod
+    def of(cls, samples: list[Sample]) -> Produced:
+        # The CPU clock ticks in 1/CLOCK_TICKS s: tiny runs may see no tick at all.
+        pairs = [(sample, max(sample.server_cpu, 1 / CLOCK_TICKS)) for sample in samples]
+        return cls(
+            statistics.median(sample.records / sample.seconds for sample in samples),
+            statistics.median(sample.records / used for sample, used in pairs),
+            statistics.median(used / sample.seconds for sample, used in pairs),
+        )
+
+
+class Broker:
+    """``sdi serve mq`` as a subprocess on a free port, its output drained by a thread."""
+
+    def __init__(self, data_dir: Path, startup_timeout: float = 60.0) -> None:
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        command = [
+            *[sys.executable, "-m", "sdi.cli"],
+            *["serve", "mq", "--host", "127.0.0.1", "--port", str(self.port)],
+            *["--data-dir", str(data_dir)],
+        ]
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.output: collections.deque[str] = collections.deque(maxlen=200)
+        lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._drain, args=(lines,), daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + startup_timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RuntimeError(self.failure("did not say it listens within 60 s"))
+                try:
+                    line = lines.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    raise RuntimeError(self.failure("exited before it listened"))
+                if "listening" in line:
+                    break
+        except BaseException:
+            self.stop(check=False)
+            raise
+        _pin_process(self.process.pid, SERVER_CPU)
+
+    def _drain(self, lines: queue.Queue[str | None]) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    def failure(self, what: str) -> str:
+        return f"sdi serve mq {what}; it printed:\n{''.join(self.output)}"
+
+    def stop(self, check: bool = True) -> None:
+        """SIGINT (the contract's clean stop), then SIGKILL after 30 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        if check and self.process.returncode != 0:
+            raise RuntimeError(self.failure(f"stopped with exit code {self.process.returncode}"))
+
+
+# --- Kafka (confluent-kafka) against the sdi broker ----------------------------------
+
+
+def _kafka_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "socket.nagle.disable": True,
+        "broker.address.family": "v4",
+        **extra,
+    }
+
+
+def _create_topic(bootstrap: str) -> None:
+    """Creates the topic (CreateTopics), or lets the broker create it on first metadata."""
+    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(_kafka_config(bootstrap))
+    with contextlib.suppress(KafkaException):
+        for future in admin.create_topics(
+            [NewTopic(TOPIC, num_partitions=1, replication_factor=1)], request_timeout=10
+        ).values():
+            future.result(timeout=15)
+    producer = Producer(_kafka_config(bootstrap))
+    deadline = time.monotonic() + 30
+    while True:
+        metadata = producer.list_topics(TOPIC, timeout=10)
+        topic = metadata.topics.get(TOPIC)
+        if topic is not None and topic.error is None and 0 in topic.partitions:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the broker does not show topic {TOPIC!r}: {topic}")
+        time.sleep(0.1)
+    producer.flush(10)
+
+
+def _high_watermark(bootstrap: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(_kafka_config(bootstrap, **{"group.id": "sdi-bench-watermarks"}))
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=10, cached=False)
+        return int(high)
+    finally:
+        consumer.close()
+
+
+def _kafka_produce(bootstrap: str, value: bytes, count: int, server: int) -> Sample:
+    """From the first produce() to flush() returning, all acknowledged."""
+    from confluent_kafka import Producer
+
+    errors: list[str] = []
+
+    def on_delivery(error: Any, _message: Any) -> None:
+        if error is not None and len(errors) < 10:
+            errors.append(str(error))
+
+    before = _high_watermark(bootstrap)
+    producer = Producer(
+        _kafka_config(
+            bootstrap,
+            **{
+                "acks": 1,
+                "enable.idempotence": False,
+                "compression.type": "none",
+                "linger.ms": 5,
+                "batch.size": 1_000_000,
+                "batch.num.messages": 1_000_000,
+                "queue.buffering.max.messages": 2_000_000,
+                "queue.buffering.max.kbytes": 2_000_000,
+                "delivery.report.only.error": True,
+                "on_delivery": on_delivery,
+            },
+        )
+    )
+    produce, poll = producer.produce, producer.poll
+    cpu = _cpu_seconds(server)
+    started = time.perf_counter()
+    for index in range(count):
+        try:
+            produce(TOPIC, value, partition=0)
+        except BufferError:
+            poll(0.001)
+            produce(TOPIC, value, partition=0)
+        if index & 0x3FFF == 0:
+            poll(0)
+    left = producer.flush(60)
+    sample = Sample(count, time.perf_counter() - started, _cpu_seconds(server) - cpu)
+    if left or errors:
+        raise RuntimeError(f"{left} records not acknowledged; delivery errors: {errors}")
+    stored = _high_watermark(bootstrap) - before
+    if stored != count:
+        raise RuntimeError(f"sent {count} records but the high watermark moved by {stored}")
+    return sample
+
+
+def _kafka_latencies(bootstrap: str, count: int, rate: int) -> list[float]:
+    from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+
+    consumer = Consumer(
+        _kafka_config(
+            bootstrap,
+            **{
+                "group.id": "sdi-bench-latency",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+                "fetch.min.bytes": 1,
+                "fetch.error.backoff.ms": 5,
+            },
+        )
+    )
+    consumer.assign([TopicPartition(TOPIC, 0, OFFSET_END)])
+    producer = Producer(
+        _kafka_config(
+            bootstrap,
+            **{"acks": 1, "enable.idempotence": False, "linger.ms": 0},
+        )
+    )
+
+    def receive(stop: threading.Event, sink: Callable[[bytes, int], None]) -> None:
+        # poll() returns as soon as one record is there; consume(n) would wait for n.
+        poll = consumer.poll
+        while not stop.is_set():
+            message = poll(0.05)
+            now = time.perf_counter_ns()
+            if message is not None and message.error() is None:
+                value = message.value()
+                if value is not None:
+                    sink(value, now)
+
+    def send(value: bytes) -> None:
+        producer.produce(TOPIC, value, partition=0)
+        producer.poll(0)
+
+    try:
+        return _latencies(send, receive, count, rate)
+    finally:
+        producer.flush(10)
+        consumer.close()
+
+
+# --- Redis Streams --------------------------------------------------------------------
+
+
+def _redis_py_produce(url: str, value: bytes, count: int, server: int) -> Sample:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.delete(STREAM)
+        fields = {b"v": value}
+        cpu = _cpu_seconds(server)
+        started = time.perf_counter()
+        pipe = client.pipeline(transaction=False)
+        for start in range(0, count, PIPELINE):
+            for _ in range(min(PIPELINE, count - start)):
+                pipe.xadd(STREAM, fields)
+            pipe.execute()
+        sample = Sample(count, time.perf_counter() - started, _cpu_seconds(server) - cpu)
+        stored = client.xlen(STREAM)
+        client.delete(STREAM)
+    if stored != count:
+        raise RuntimeError(f"sent {count} XADDs but XLEN is {stored}")
+    return sample
+
+
+def _hiredis_produce(host: str, port: int, value: bytes, count: int, server: int) -> Sample:
+    """XADD pipelined over a raw socket: hiredis packs the commands and parses the replies."""
+    import hiredis
+
+    command = hiredis.pack_command((b"XADD", STREAM.encode(), b"*", b"v", value))
+    with socket.create_connection((host, port)) as connection:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = hiredis.Reader()
+
+        def call(*args: bytes) -> Any:
+            connection.sendall(hiredis.pack_command(args))
+            while (reply := reader.gets()) is False:
+                reader.feed(connection.recv(65536))
+            return reply
+
+        call(b"DEL", STREAM.encode())
+        cpu = _cpu_seconds(server)
+        started = time.perf_counter()
+        for start in range(0, count, PIPELINE):
+            batch = min(PIPELINE, count - start)
+            connection.sendall(command * batch)
+            replies = 0
+            while replies < batch:
+                reply = reader.gets()
+                if reply is False:
+                    reader.feed(connection.recv(65536))
+                    continue
+                if isinstance(reply, hiredis.ReplyError):
+                    raise RuntimeError(f"XADD failed: {reply}")
+                replies += 1
+        sample = Sample(count, time.perf_counter() - started, _cpu_seconds(server) - cpu)
+        stored = call(b"XLEN", STREAM.encode())
+        call(b"DEL", STREAM.encode())
+    if stored != count:
+        raise RuntimeError(f"sent {count} XADDs but XLEN is {stored}")
+    return sample
+
+
+def _redis_latencies(url: str, count: int, rate: int) -> list[float]:
+    import redis
+
+    producer = redis.Redis.from_url(url)
+    consumer = redis.Redis.from_url(url)
+    producer.delete(STREAM)
+
+    def receive(stop: threading.Event, sink: Callable[[bytes, int], None]) -> None:
+        last = "$"
+        while not stop.is_set():
+            reply = consumer.xread({STREAM: last}, count=1000, block=50)
+            now = time.perf_counter_ns()
+            for _stream, entries in reply:
+                for entry_id, fields in entries:
+                    sink(fields[b"v"], now)
+                    last = entry_id
+
+    def send(value: bytes) -> None:
+        producer.xadd(STREAM, {b"v": value})
+
+    try:
+        return _latencies(send, receive, count, rate)
+    finally:
+        producer.delete(STREAM)
+        producer.close()
+        consumer.close()
+
+
+# --- latency, either system -------------------------------------------------------------
+
+
+def _latencies(
+    send: Callable[[bytes], None],
+    receive: Callable[[threading.Event, Callable[[bytes, int], None]], None],
+    count: int,
+    rate: int,
+) -> list[float]:
+    """Sends warm-up records until one arrives, then ``count`` at ``rate``/s; latencies in us."""
+    padding = bytes(RECORD_BYTES - LATENCY.size)
+    latencies: list[float] = []
+    seen = threading.Event()
+    done = threading.Event()
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def sink(value: bytes, now_ns: int) -> None:
+        sequence, sent_ns = LATENCY.unpack_from(value)
+        if sequence < 0:
+            seen.set()
+            return
+        latencies.append((now_ns - sent_ns) / 1000)
+        if len(latencies) >= count:
+            done.set()
+
+    def consumer() -> None:
+        try:
+            receive(stop, sink)
+        except BaseException as error:
+            failure.append(error)
+            done.set()
+            seen.set()
+
+    thread = threading.Thread(target=consumer, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not seen.wait(0.01):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the consumer saw no warm-up record within 30 s")
+            send(LATENCY.pack(-1, time.perf_counter_ns()) + padding)
+        time.sleep(0.2)  # let the last warm-up records drain
+        interval = 1.0 / rate
+        started = time.perf_counter()
+        for sequence in range(count):
+            target = started + sequence * interval
+            while (wait := target - time.perf_counter()) > 0:
+                time.sleep(wait)
+            send(LATENCY.pack(sequence, time.perf_counter_ns()) + padding)
+        if not done.wait(30):
+            raise RuntimeError(f"the consumer got {len(latencies)} of {count} records in 30 s")
+        if failure:
+            raise failure[0]
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    return sorted(latencies[:count])
+
+
+# --- the log and the disk --------------------------------------------------------------
+
+
+def _log_append(
+    directory: Path, values: list[bytes], batches: int, fsync: str, payload: bytes | None
+) -> tuple[float, int]:
+    """(bytes/s the log grew by, bytes per batch on disk), one fresh partition."""
+    path = directory / "partition"
+    with Partition(path, fsync=fsync) as log:  # type: ignore[arg-type]
+        append_records, append_payload = log.append_records, log.append_payload
+        started = time.perf_counter()
+        for _ in range(batches):
+            if payload is None:
+                append_records(None, values, 1_000)
+            else:
+                append_payload(payload, len(values), 1_000, 1_000)
+        elapsed = time.perf_counter() - started
+        size = log.size_bytes
+    shutil.rmtree(path)
+    return size / elapsed, size // batches
+
+
+def _disk_write(directory: Path, chunk: bytes, batches: int, sync: bool) -> float:
+    """Bytes/s of ``os.write`` of ``chunk``, ``batches`` times, each synced if ``sync``."""
+    path = directory / "sequential"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        started = time.perf_counter()
+        for _ in range(batches):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(descriptor, view) :]
+            if sync:
+                os.fdatasync(descriptor)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(descriptor)
+        path.unlink()
+    return len(chunk) * batches / elapsed
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def _produce_runs(measure: Callable[[int], Sample], count: int, repeats: int) -> Produced:
+    """One warm-up run of a tenth, then the medians of ``repeats`` runs of ``count`` records."""
+    measure(max(1000, count // 10))
+    return Produced.of([measure(count) for _ in range(repeats)])
+
+
+def run(scale: Scale, progress: Progress) -> list[Result]:
+    """Measure the broker, its log and their baselines; see the module docstring."""
+    kafka_records, redis_records, latency_records, latency_rate, log_batches, repeats = SIZES[scale]
+    value = os.urandom(RECORD_BYTES)
+    results: list[Result] = []
+    directory = Path(tempfile.mkdtemp(prefix="sdi-mq-bench-"))
+    try:
+        results.extend(_log_results(directory, log_batches, repeats, progress))
+        with _pinned(CLIENT_CPU):
+            progress("starting redis-server")
+            with RedisServer() as redis_server:
+                assert redis_server.process is not None
+                redis_pid = redis_server.process.pid
+                _pin_process(redis_pid, SERVER_CPU)
+                url, host, port = redis_server.url, redis_server.host, redis_server.port
+                progress(f"redis-py: pipelined XADD, {redis_records:,} records x {repeats}")
+                redis_py = _produce_runs(
+                    lambda n: _redis_py_produce(url, value, n, redis_pid), redis_records, repeats
+                )
+                progress(f"hiredis: pipelined XADD, {redis_records:,} records x {repeats}")
+                hiredis_ = _produce_runs(
+                    lambda n: _hiredis_produce(host, port, value, n, redis_pid),
+                    redis_records,
+                    repeats,
+                )
+                progress(f"redis latency: XADD + XREAD BLOCK, {latency_records:,} records")
+                redis_latencies = _redis_latencies(redis_server.url, latency_records, latency_rate)
+
+            progress("starting sdi serve mq")
+            broker = Broker(directory / "broker")
+            try:
+                _create_topic(broker.bootstrap)
+                progress(f"sdi: confluent-kafka produce, {kafka_records:,} records x {repeats}")
+                bootstrap, broker_pid = broker.bootstrap, broker.process.pid
+                kafka = _produce_runs(
+                    lambda n: _kafka_produce(bootstrap, value, n, broker_pid),
+                    kafka_records,
+                    repeats,
+                )
+                progress(f"sdi latency: produce + consume, {latency_records:,} records")
+                kafka_latencies = _kafka_latencies(broker.bootstrap, latency_records, latency_rate)
+            except BaseException:
+                broker.stop(check=False)
+                progress(broker.failure("failed a measurement"))
+                raise
+            broker.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    results.insert(
+        0,
+        Result(
+            metric="produce 100 B records, acks=1, batched",
+            unit="records/s",
+            higher_is_better=True,
+            sdi=kafka.rate,
+            baselines={
+                "redis streams (redis-py)": redis_py.rate,
+                "redis streams (hiredis)": hiredis_.rate,
+            },
+            note=f"confluent-kafka {kafka_records:,} records, linger.ms 5, batch.size 1 MB, "
+            f"broker on its default --fsync interval; XADD pipelined {PIPELINE:,} per round "
+            f"trip, {redis_records:,} records, no persistence; servers pinned to CPU "
+            f"{SERVER_CPU}, clients to CPU {CLIENT_CPU}; goals: >= 1M records/s, >= 3x redis "
+            f"streams. Server CPU busy: sdi {kafka.cpu_share:.0%}, redis-server "
+            f"{redis_py.cpu_share:.0%} (redis-py), {hiredis_.cpu_share:.0%} (hiredis): "
+            "a server below 100% was waiting on its client",
+        ),
+    )
+    results.insert(
+        1,
+        Result(
+            metric="produce, records per server CPU-second",
+            unit="records/cpu-s",
+            higher_is_better=True,
+            sdi=kafka.per_cpu_second,
+            baselines={
+                "redis streams (redis-py)": redis_py.per_cpu_second,
+                "redis streams (hiredis)": hiredis_.per_cpu_second,
+            },
+            note="the same runs: records over the CPU time (user + system, all threads) "
+            "the server process used meanwhile, from /proc/<pid>/stat; what one server "
+            "core would take if the client kept up",
+        ),
+    )
+    for position, (label, fraction) in enumerate([("p50", 0.5), ("p99", 0.99)], start=2):
+        results.insert(
+            position,
+            Result(
+                metric=f"end-to-end latency 100 B, {label}",
+                unit="us",
+                higher_is_better=False,
+                sdi=percentile(kafka_latencies, fraction),
+                baselines={"redis streams (XREAD BLOCK)": percentile(redis_latencies, fraction)},
+                note=f"{latency_records:,} records at {latency_rate:,}/s, producer to consumer "
+                "thread in this process; confluent-kafka linger.ms 0, fetch.wait.max.ms 5"
+                if label == "p50"
+                else "",
+            ),
+        )
+    return results
+
+
+def _log_results(directory: Path, batches: int, repeats: int, progress: Progress) -> list[Result]:
+    values = [os.urandom(RECORD_BYTES) for _ in range(LOG_BATCH_RECORDS)]
+    payload = b"".join(values)
+    log_dir = directory / "log"
+    log_dir.mkdir(exist_ok=True)
+    total = batches * LOG_BATCH_RECORDS
+    progress(f"log append vs the disk: {batches} batches of {LOG_BATCH_RECORDS:,} x {repeats}")
+    # One batch first: the bytes one batch takes on disk, which the disk baseline writes.
+    _, batch_bytes = _log_append(log_dir, values, 1, "never", None)
+    _, payload_batch_bytes = _log_append(log_dir, values, 1, "never", payload)
+    chunk = os.urandom(batch_bytes)
+    payload_chunk = os.urandom(payload_batch_bytes)
+    runs: dict[str, list[float]] = collections.defaultdict(list)
+    for _ in range(repeats):
+        # Interleaved, so that the machine's slow and fast spells fall on every side.
+        runs["records"].append(_log_append(log_dir, values, batches, "every_batch", None)[0])
+        runs["disk"].append(_disk_write(log_dir, chunk, batches, sync=True))
+        runs["payload"].append(_log_append(log_dir, values, batches, "every_batch", payload)[0])
+        runs["disk payload"].append(_disk_write(log_dir, payload_chunk, batches, sync=True))
+        runs["records never"].append(_log_append(log_dir, values, batches, "never", None)[0])
+        runs["disk never"].append(_disk_write(log_dir, chunk, batches, sync=False))
+    rate = {name: statistics.median(values) / 1e6 for name, values in runs.items()}
+    size = f"{batches} batches of {LOG_BATCH_RECORDS:,} x {RECORD_BYTES} B records"
+    return [
+        Result(
+            metric="log append_records, fsync every batch",
+            unit="MB/s",
+            higher_is_better=True,
+            sdi=rate["records"],
+            baselines={"disk: os.write + fdatasync": rate["disk"]},
+            note=f"{size} ({batch_bytes / 2**20:.2f} MiB on disk each), "
+            f"{rate['records'] * 1e6 / batch_bytes * LOG_BATCH_RECORDS / 1e6:.2f} M records/s; "
+            f"{rate['records'] / rate['disk']:.0%} of the disk's rate (goal >= 80%)",
+        ),
+        Result(
+            metric="log append_payload, fsync every batch",
+            unit="MB/s",
+            higher_is_better=True,
+            sdi=rate["payload"],
+            baselines={"disk: os.write + fdatasync": rate["disk payload"]},
+            note=f"pre-encoded batches as the broker stores them, {payload_batch_bytes:,} B each; "
+            f"{rate['payload'] / rate['disk payload']:.0%} of the disk's rate (goal >= 80%)",
+        ),
+        Result(
+            metric="log append_records, fsync never",
+            unit="MB/s",
+            higher_is_better=True,
+            sdi=rate["records never"],
+            baselines={"os.write, no sync": rate["disk never"]},
+            note=f"{total:,} records per run, into the page cache",
+        ),
+    ]

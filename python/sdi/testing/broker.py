@@ -1,0 +1,138 @@
+"""An ``sdi serve mq`` broker in a child process, for tests and benchmarks.
+
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as path, BrokerProcess(path) as broker:
+...     broker.bootstrap.startswith("127.0.0.1:")
+True
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["BrokerProcess"]
+
+_LISTENING = re.compile(r"listening on kafka://([^:\s]+):(\d+)")
+
+
+class BrokerProcess:
+    """``sdi serve mq`` on ``port`` (0 picks a free one) over ``data_dir``.
+
+    :meth:`start` returns once the broker listens; :meth:`kill` is ``kill -9``;
+    :meth:`restart` starts it again on the same port and directory. What the
+    broker prints is kept in :attr:`output`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | PathLike[str],
+        *,
+        port: int = 0,
+        args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.host = host
+        self.args = list(args)
+        self.output: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._drain: threading.Thread | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port``, what Kafka clients call ``bootstrap.servers``."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> BrokerProcess:
+        command = [
+            sys.executable, "-m", "sdi.cli", "serve", "mq",
+            "--host", self.host, "--port", str(self.port), "--data-dir", str(self.data_dir),
+            *self.args,
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.process = process
+        ready = threading.Event()
+
+        def drain() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                self.output.append(line)
+                if not ready.is_set() and (match := _LISTENING.search(line)):
+                    self.port = int(match.group(2))
+                    ready.set()
+            ready.set()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        if not ready.wait(timeout) or process.poll() is not None:
+            process.kill()
+            process.wait()
+            self._release()
+            raise RuntimeError(
+                "sdi serve mq did not start; it printed:\n" + "".join(self.output[-40:])
+            )
+        return self
+
+    def kill(self) -> None:
+        """Kills the broker with SIGKILL and waits for it to be gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._release()
+
+    def _release(self) -> None:
+        """Closes the pipe of a process that has exited, once all it printed is read."""
+        if self.process is None or self.process.poll() is None:
+            return
+        if self._drain is not None:
+            self._drain.join(10)
+            self._drain = None
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """Stops the broker with SIGINT (a clean stop); its exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError("sdi serve mq did not stop within its timeout") from None
+        self._release()
+        return self.process.returncode
+
+    def restart(self, timeout: float = 60.0) -> BrokerProcess:
+        """Starts the broker again on the same port and data directory."""
+        return self.start(timeout)
+
+    def __enter__(self) -> BrokerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.stop() != 0 and exc_type is None:
+            raise RuntimeError("sdi serve mq exited non-zero:\n" + "".join(self.output[-40:]))
