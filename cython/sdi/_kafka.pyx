@@ -12,6 +12,7 @@ frame raises :class:`sdi.errors.ProtocolError` and never reads past its end.
 
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from sdi.errors import InvalidArgument, LimitExceeded, ProtocolError
 
@@ -46,6 +47,7 @@ FLEXIBLE_VERSION_MIN = {
     19: 5,   # CreateTopics
     20: 4,   # DeleteTopics
     22: 2,   # InitProducerId
+    23: 4,   # OffsetForLeaderEpoch
 }
 
 # ---------------------------------------------------------------------------
@@ -698,13 +700,22 @@ def validate_record_batches(data):
     return result
 
 
-def rewrite_base_offset(batch, int64_t base_offset):
-    """The batch with a new baseOffset; the CRC does not cover it, so it stays valid."""
-    out = bytearray(batch)
-    if len(out) < _BATCH_HEADER_BYTES:
-        raise ProtocolError(f"record batch of {len(out)} bytes is shorter than its header")
-    _put64(<uint8_t*><char*>out, <uint64_t>base_offset)
-    return bytes(out)
+def rewrite_base_offset(batch, int64_t base_offset, partition_leader_epoch=None):
+    """The batch with a new baseOffset (and partitionLeaderEpoch, when given), in one copy.
+
+    The CRC covers neither field, so it stays valid.
+    """
+    cdef const uint8_t[::1] view = batch
+    cdef Py_ssize_t size = view.shape[0]
+    if size < _BATCH_HEADER_BYTES:
+        raise ProtocolError(f"record batch of {size} bytes is shorter than its header")
+    out = PyBytes_FromStringAndSize(NULL, size)
+    cdef uint8_t* target = <uint8_t*>PyBytes_AS_STRING(out)
+    memcpy(target, &view[0], size)
+    _put64(target, <uint64_t>base_offset)
+    if partition_leader_epoch is not None:
+        _put32(target + 12, <uint32_t><int32_t>partition_leader_epoch)
+    return out
 
 
 def decode_record_batch(data):

@@ -86,7 +86,9 @@ def encode_response(correlation_id: int, body: Buffer, header_version: int = 0) 
 def validate_record_batches(
     data: Buffer,
 ) -> list[tuple[int, int, int, int, int, int, int, int, int, int]]: ...
-def rewrite_base_offset(batch: Buffer, base_offset: int) -> bytes: ...
+def rewrite_base_offset(
+    batch: Buffer, base_offset: int, partition_leader_epoch: int | None = None
+) -> bytes: ...
 def decode_record_batch(
     data: Buffer,
 ) -> tuple[

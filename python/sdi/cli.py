@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -119,6 +120,7 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "partitions": args.partitions,
             "fsync": args.fsync,
             "advertised_host": args.advertised_host,
+            "peers": args.peers,
         }
         service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
     config = ServiceConfig(args.host, port, data_dir / args.system)
@@ -220,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         "acknowledged; interval (the default) within a second; never leaves it to the OS",
     )
     mq.add_argument(
+        "--peers",
+        default=None,
+        help="run as one broker of a replicated cluster: every broker as id@host:port, "
+        "comma-separated, this one included (each also uses port+1 and port+2 for etcd)",
+    )
+    mq.add_argument(
         "--advertised-host",
         default=None,
         help="the host name clients are told to connect to (default --host)",
@@ -244,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Services report what they do (elections, topics created, a peer gone) on stderr.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     code: int = args.handler(args, parser)
     return code
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 
-from sdi.testing.broker import BrokerProcess
+from sdi.testing.broker import BrokerProcess, read_partitions
 
 RECORDS = 30_000
 KILLS = 3
@@ -72,7 +71,10 @@ def test_acknowledged_records_survive_sigkill_exactly_once_in_order(
         # Read everything back from a fresh broker process.
         broker.kill()
         broker.restart()
-        stored = _read_all(broker.bootstrap, "storm", partitions=2)
+        stored = {
+            index: [(offset, int(value)) for offset, value in records]
+            for index, records in read_partitions(broker.bootstrap, "storm", 2).items()
+        }
         for partition in range(2):
             mine = sorted((offset, number) for p, offset, number in acked if p == partition)
             got = stored[partition]
@@ -85,30 +87,3 @@ def test_acknowledged_records_survive_sigkill_exactly_once_in_order(
                 assert sent == sorted(sent)
     finally:
         broker.kill()
-
-
-def _read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list[tuple[int, int]]]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "crash-check",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.assign([TopicPartition(topic, partition, 0) for partition in range(partitions)])
-    stored: dict[int, list[tuple[int, int]]] = {partition: [] for partition in range(partitions)}
-    at_end: set[int] = set()
-    deadline = time.monotonic() + 60
-    while len(at_end) < partitions and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        if message.error() is not None:
-            assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
-            at_end.add(message.partition())
-            continue
-        stored[message.partition()].append((message.offset(), int(message.value())))
-    consumer.close()
-    assert len(at_end) == partitions, "did not reach the end of every partition"
-    return stored

@@ -47,18 +47,29 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 from sdi.errors import Corrupt, InvalidArgument, ProtocolError, SdiError
 from sdi.mq import protocol as p
+from sdi.mq.cluster import (
+    ClusterMetadata,
+    ClusterView,
+    Controller,
+    PartitionState,
+    assign_replicas,
+)
+from sdi.mq.etcd import Etcd, EtcdError, EtcdMember
 from sdi.mq.group import GroupCoordinator
 from sdi.mq.log import Partition
 from sdi.mq.partitioner import partition_for_key
+from sdi.mq.replica import FetchedPartition, LeaderConnection
 from sdi.mq.topics import (
     InvalidPartitionCount,
+    InvalidReplicationFactor,
     InvalidTopicConfig,
     InvalidTopicName,
     TopicConfig,
@@ -108,6 +119,17 @@ class BrokerConfig:
     group_session_timeout_range_ms: tuple[int, int] = (1_000, 1_800_000)
     retention_check_interval_s: float = 300.0
     producer_snapshot_interval_s: float = 30.0
+    #: Every broker of a replicated cluster, this one included: node id ->
+    #: (host, Kafka port). Each broker also uses its port + 1 and + 2 for its
+    #: etcd member (clients, peers). Empty: a single broker, no etcd.
+    peers: dict[int, tuple[str, int]] = field(default_factory=dict)
+    #: Replicas of an auto-created topic (Kafka's default.replication.factor); at
+    #: most the number of live brokers.
+    default_replication_factor: int = 3
+    #: A follower that has not caught up for this long leaves the ISR.
+    replica_lag_time_max_ms: int = 10_000
+    #: How long a follower's fetch waits at the leader for new records.
+    replica_fetch_wait_max_ms: int = 200
 
 
 @dataclass(slots=True)
@@ -120,9 +142,36 @@ class _Producer:
 
 
 class _PartitionState:
-    __slots__ = ("dirty_since", "index", "lock", "log", "producers", "topic", "waiters")
+    """One partition replica on this broker: its log and its part in replication.
 
-    def __init__(self, topic: str, index: int, log: Partition) -> None:
+    On a single broker it leads under epoch 0 with itself as the only
+    in-sync replica, so the high watermark is the log end.
+    """
+
+    __slots__ = (
+        "caught_up_at",
+        "dirty_since",
+        "epochs",
+        "hw",
+        "hw_waiters",
+        "index",
+        "is_leader",
+        "isr",
+        "leader",
+        "leader_epoch",
+        "leo_at_last_fetch",
+        "lock",
+        "log",
+        "mod_revision",
+        "producers",
+        "replica_leo",
+        "replicas",
+        "topic",
+        "truncated_for",
+        "waiters",
+    )
+
+    def __init__(self, topic: str, index: int, log: Partition, node_id: int) -> None:
         self.topic = topic
         self.index = index
         self.log = log
@@ -131,6 +180,24 @@ class _PartitionState:
         self.waiters: set[asyncio.Future[None]] = set()
         #: When the oldest append not yet synced by the broker's timer was made (0: none).
         self.dirty_since = 0.0
+        self.leader = node_id
+        self.leader_epoch = 0
+        self.is_leader = True
+        self.isr: tuple[int, ...] = (node_id,)
+        self.replicas: tuple[int, ...] = (node_id,)
+        #: The metadata revision this state was read at (cluster mode).
+        self.mod_revision = 0
+        #: Records below the high watermark are on every in-sync replica.
+        self.hw = log.next_offset
+        #: (leader epoch, first offset written under it), oldest first.
+        self.epochs: list[tuple[int, int]] = []
+        #: Followers' log ends as their fetches said, and when each last caught up.
+        self.replica_leo: dict[int, int] = {}
+        self.caught_up_at: dict[int, float] = {}
+        self.leo_at_last_fetch: dict[int, int] = {}
+        self.hw_waiters: set[asyncio.Future[None]] = set()
+        #: The leader epoch a follower last truncated for (-1: must truncate first).
+        self.truncated_for = -1
 
     @property
     def name(self) -> str:
@@ -142,11 +209,49 @@ class _PartitionState:
                 waiter.set_result(None)
         self.waiters.clear()
 
+    def wake_hw(self) -> None:
+        for waiter in self.hw_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.hw_waiters.clear()
+
+    def advance_hw(self) -> bool:
+        """As leader: the high watermark is the smallest log end among the ISR."""
+        ends = [self.log.next_offset]
+        ends += [self.replica_leo.get(node, 0) for node in self.isr if node != self.leader]
+        new = min(ends)
+        if new > self.hw:
+            self.hw = new
+            self.wake_hw()
+            self.wake()
+            return True
+        return False
+
+    def epoch_end(self, epoch: int) -> tuple[int, int]:
+        """(largest epoch <= ``epoch``, the offset where it ends) in this log; (-1, -1) if none."""
+        found = -1
+        for at, (known, _start) in enumerate(self.epochs):
+            if known > epoch:
+                if found < 0:
+                    return -1, -1
+                return self.epochs[found][0], self.epochs[at][1]
+            found = at
+        if found < 0:
+            return -1, -1
+        return self.epochs[found][0], self.log.next_offset
+
 
 @dataclass(slots=True)
 class _Topic:
     meta: TopicMeta
+    #: The partitions with a replica on this broker (all of them on a single broker).
     partitions: list[_PartitionState]
+
+    def get(self, index: int) -> _PartitionState | None:
+        for state in self.partitions:
+            if state.index == index:
+                return state
+        return None
 
 
 class _AppendRefusedError(Exception):
@@ -187,6 +292,31 @@ class Broker:
         self._housekeeping: list[asyncio.Task[None]] = []
         self._topic_lock = asyncio.Lock()
         self.port = config.port
+        # A replicated cluster (config.peers): etcd, the shared view, fetchers.
+        self._etcd_member: EtcdMember | None = None
+        self._etcd: Etcd | None = None
+        self._metadata: ClusterMetadata | None = None
+        self._controller: Controller | None = None
+        self._view: ClusterView | None = None
+        self._fetchers: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changing_isr: set[str] = set()
+        self._cleaned_strays = False
+        #: One reconciliation at a time (the loop's and one after a local change).
+        self._reconciling = asyncio.Lock()
+        if config.peers:
+            own = config.peers.get(config.node_id)
+            if own is None:
+                raise InvalidArgument(
+                    f"--peers must list this broker ({config.node_id}) too: "
+                    f"it lists {sorted(config.peers)}"
+                )
+            if config.port not in (0, own[1]):
+                raise InvalidArgument(
+                    f"--peers gives broker {config.node_id} port {own[1]}, but it is told "
+                    f"to listen on {config.port}"
+                )
+            self.port = own[1]
         self._handlers: dict[int, Callable[[Any, p.RequestHeader], Awaitable[Any]]] = {
             p.PRODUCE: self._handle_produce,
             p.FETCH: self._handle_fetch,
@@ -202,15 +332,27 @@ class Broker:
             p.CREATE_TOPICS: self._handle_create_topics,
             p.DELETE_TOPICS: self._handle_delete_topics,
             p.INIT_PRODUCER_ID: self._handle_init_producer_id,
+            p.OFFSET_FOR_LEADER_EPOCH: self._handle_offset_for_leader_epoch,
         }
 
     # ------------------------------------------------------------------
     # Lifecycle
     # ------------------------------------------------------------------
 
+    @property
+    def clustered(self) -> bool:
+        """Whether this broker is one of a replicated cluster (``peers`` given)."""
+        return bool(self.config.peers)
+
     async def start(self, *, listen: bool = True) -> None:
-        """Opens the data directory (recovering every log) and, with ``listen``, the port."""
+        """Opens the data directory (recovering every log) and, with ``listen``, the port.
+
+        In a cluster it first starts this broker's etcd member and waits until
+        the members have a quorum (start the brokers together).
+        """
         loop = asyncio.get_running_loop()
+        if self.clustered:
+            await self._start_etcd()
         await loop.run_in_executor(self._io, self._open)
         self._groups.start()
         self._housekeeping = [
@@ -222,14 +364,23 @@ class Broker:
         ]
         if listen:
             self._server = await asyncio.start_server(
-                self._serve_connection, self.config.host, self.config.port, backlog=1024
+                self._serve_connection, self.config.host, self.port, backlog=1024
             )
             self.port = self._server.sockets[0].getsockname()[1]
+        if self.clustered:
+            assert self._metadata is not None
+            await self._metadata.register(self.advertised_host, self.port)
+            await self._cluster_step()
+            self._spawn(self._cluster_loop())
 
     async def stop(self) -> None:
         """Stops listening, finishes requests in flight, flushes and closes every log."""
         if self._server is not None:
             self._server.close()
+        for task in [*self._tasks, *self._fetchers.values()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._fetchers.values(), return_exceptions=True)
+        self._fetchers.clear()
         await self._groups.stop()
         for task in list(self._connections):
             task.cancel()
@@ -247,6 +398,12 @@ class Broker:
                     pass
         await asyncio.get_running_loop().run_in_executor(self._io, self._close)
         self._io.shutdown(wait=True)
+        if self._metadata is not None:
+            await self._metadata.close()
+        if self._etcd is not None:
+            await self._etcd.close()
+        if self._etcd_member is not None:
+            await self._etcd_member.stop()
 
     async def __aenter__(self) -> Broker:
         await self.start()
@@ -272,7 +429,12 @@ class Broker:
         return self.data_dir.joinpath("meta", *parts)
 
     def _open(self) -> None:
-        for directory in (self._meta("topics"), self._meta("producers"), self.data_dir / "logs"):
+        for directory in (
+            self._meta("topics"),
+            self._meta("producers"),
+            self._meta("epochs"),
+            self.data_dir / "logs",
+        ):
             directory.mkdir(parents=True, exist_ok=True)
         cluster_file = self._meta("cluster.json")
         if cluster_file.exists():
@@ -285,11 +447,15 @@ class Broker:
         else:
             cluster = {"cluster_id": uuid.uuid4().hex[:22], "node_id": self.config.node_id}
             write_json_atomic(cluster_file, cluster)
-        self._cluster_id = cluster["cluster_id"]
+        if not self.clustered:
+            self._cluster_id = cluster["cluster_id"]
         ids_file = self._meta("producer_ids.json")
         if ids_file.exists():
             self._next_producer_id = json.loads(ids_file.read_text())["next_block"]
         self._producer_id_limit = self._next_producer_id
+        if self.clustered:
+            # Topics come from the cluster's metadata (see _reconcile); offsets live in etcd.
+            return
 
         names = set()
         for path in sorted(self._meta("topics").glob("*.json")):
@@ -309,9 +475,10 @@ class Broker:
         )
         self._load_offsets()
 
-    def _open_topic(self, meta: TopicMeta) -> _Topic:
+    def _open_topic(self, meta: TopicMeta, hosted: Iterable[int] | None = None) -> _Topic:
+        """Opens the logs of ``meta``'s partitions here (``hosted``, else all of them)."""
         states = []
-        for index in range(meta.partitions):
+        for index in range(meta.partitions) if hosted is None else hosted:
             path = self.data_dir / "logs" / f"{meta.name}-{index}"
             log_ = Partition(
                 path,
@@ -321,8 +488,13 @@ class Broker:
                 retention_ms=meta.config.retention_ms,
                 retention_bytes=meta.config.retention_bytes,
             )
-            state = _PartitionState(meta.name, index, log_)
+            state = _PartitionState(meta.name, index, log_, self.config.node_id)
+            if self.clustered:
+                # Nobody leads it for this broker until the cluster's metadata says who does.
+                state.is_leader = False
+                state.leader = state.leader_epoch = -1
             self._load_producers(state)
+            self._load_epochs(state)
             states.append(state)
         return _Topic(meta, states)
 
@@ -386,6 +558,49 @@ class Broker:
 
     def _run(self, work: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(self._io, work, *args)
+
+    # ------------------------------------------------------------------
+    # Leader epochs
+    # ------------------------------------------------------------------
+
+    def _epochs_path(self, state: _PartitionState) -> Path:
+        return self._meta("epochs", f"{state.name}.json")
+
+    def _load_epochs(self, state: _PartitionState) -> None:
+        """The epoch cache; entries past the log end (a cut tail) are dropped."""
+        path = self._epochs_path(state)
+        epochs: list[tuple[int, int]] = []
+        if path.exists():
+            epochs = [(int(e), int(o)) for e, o in json.loads(path.read_text())]
+        end = state.log.next_offset
+        kept = [(epoch, start) for epoch, start in epochs if start <= end]
+        if not self.clustered and not kept:
+            kept = [(0, state.log.log_start_offset)]
+        state.epochs = kept
+        if kept and not self.clustered:
+            state.leader_epoch = kept[-1][0]
+        if kept != epochs:
+            write_json_atomic(path, [list(entry) for entry in kept])
+
+    def _record_epoch(self, state: _PartitionState, epoch: int, start: int) -> None:
+        """Notes that ``epoch`` begins at ``start`` (before anything of it is written)."""
+        if state.epochs and state.epochs[-1][0] >= epoch:
+            return
+        state.epochs.append((epoch, start))
+        write_json_atomic(self._epochs_path(state), [list(entry) for entry in state.epochs])
+
+    def _truncate(self, state: _PartitionState, offset: int) -> None:
+        """Cuts a follower's log back to ``offset`` and forgets the epochs past it."""
+        state.log.truncate_to(offset)
+        kept = [(epoch, start) for epoch, start in state.epochs if start <= offset]
+        if kept != state.epochs:
+            state.epochs = kept
+            write_json_atomic(self._epochs_path(state), [list(entry) for entry in kept])
+        state.hw = min(state.hw, offset)
+        # Producer state may name batches that are gone: rebuild it from the log.
+        state.producers.clear()
+        self._producer_snapshot_path(state).unlink(missing_ok=True)
+        self._load_producers(state)
 
     # ------------------------------------------------------------------
     # Idempotent producers
@@ -487,9 +702,20 @@ class Broker:
     # Appends and reads
     # ------------------------------------------------------------------
 
-    async def _append_batch(self, state: _PartitionState, records: bytes | None) -> int:
-        """Validates and appends one Kafka record batch; its base offset."""
-        max_bytes = self._topics[state.topic].meta.config.max_message_bytes
+    async def _append_batch(
+        self,
+        state: _PartitionState,
+        records: bytes | None,
+        acks: int = -1,
+        timeout_ms: int = 30_000,
+    ) -> int:
+        """Validates and appends one Kafka record batch as leader; its base offset.
+
+        With ``acks=-1`` it returns once every in-sync replica has the batch
+        (the high watermark is past it).
+        """
+        config = self._topics[state.topic].meta.config
+        max_bytes = config.max_message_bytes
         if not records:
             raise _AppendRefusedError(p.ErrorCode.INVALID_RECORD, "the produce carried no records")
         if len(records) > max_bytes:
@@ -527,39 +753,87 @@ class Broker:
                 raise _AppendRefusedError(
                     p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"{state.name} was deleted"
                 )
-            if info.producer_id >= 0:
-                retried = self._check_sequence(state, info)
-                if retried is not None:
-                    return retried
-            base = state.log.next_offset
-            stored = p.rewrite_base_offset(records, base)
-            arguments = (
-                stored,
-                info.last_offset_delta + 1,
-                info.first_timestamp,
-                info.max_timestamp,
-            )
-            try:
-                if self._topics[state.topic].meta.config.fsync == "every_batch":
-                    # An fsync per batch runs on a worker, so the loop serves others meanwhile.
-                    await self._run(state.log.append_payload, *arguments)
-                else:
-                    state.log.append_payload(*arguments)
-            except SdiError as error:
-                log.error("append to %s failed: %s", state.name, error)
-                raise _AppendRefusedError(p.ErrorCode.KAFKA_STORAGE_ERROR, str(error)) from None
-            if info.producer_id >= 0:
-                self._remember(state, info, base)
-            if not state.dirty_since:
-                state.dirty_since = time.monotonic()
+            if not state.is_leader:
+                raise _AppendRefusedError(
+                    p.ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                    f"broker {self.config.node_id} does not lead {state.name} "
+                    f"(broker {state.leader} does)",
+                )
+            if acks == -1 and len(state.isr) < config.min_insync_replicas:
+                raise _AppendRefusedError(
+                    p.ErrorCode.NOT_ENOUGH_REPLICAS,
+                    f"{state.name} has {len(state.isr)} in-sync replicas; acks=all needs "
+                    f"{config.min_insync_replicas} (min.insync.replicas)",
+                )
+            epoch = state.leader_epoch
+            retried = self._check_sequence(state, info) if info.producer_id >= 0 else None
+            if retried is not None:
+                base = retried
+            else:
+                base = state.log.next_offset
+                stored = p.rewrite_base_offset(records, base, epoch)
+                arguments = (
+                    stored,
+                    info.last_offset_delta + 1,
+                    info.first_timestamp,
+                    info.max_timestamp,
+                )
+                try:
+                    if config.fsync == "every_batch":
+                        # An fsync per batch runs on a worker, so the loop serves others.
+                        await self._run(state.log.append_payload, *arguments)
+                    else:
+                        state.log.append_payload(*arguments)
+                except SdiError as error:
+                    log.error("append to %s failed: %s", state.name, error)
+                    raise _AppendRefusedError(p.ErrorCode.KAFKA_STORAGE_ERROR, str(error)) from None
+                if info.producer_id >= 0:
+                    self._remember(state, info, base)
+                if not state.dirty_since:
+                    state.dirty_since = time.monotonic()
+                state.advance_hw()
         state.wake()
+        if acks == -1:
+            await self._wait_for_replicas(
+                state, epoch, base + info.last_offset_delta + 1, timeout_ms
+            )
         return base
+
+    async def _wait_for_replicas(
+        self, state: _PartitionState, epoch: int, end: int, timeout_ms: int
+    ) -> None:
+        """Waits until the high watermark reaches ``end`` under the same leadership."""
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000
+        while state.hw < end:
+            if not state.is_leader or state.leader_epoch != epoch or state.log.closed:
+                raise _AppendRefusedError(
+                    p.ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                    f"leadership of {state.name} moved before the replicas had the batch",
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _AppendRefusedError(
+                    p.ErrorCode.REQUEST_TIMED_OUT,
+                    f"the in-sync replicas of {state.name} did not all have the batch "
+                    f"within {timeout_ms} ms",
+                )
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            state.hw_waiters.add(waiter)
+            try:
+                await self._until(waiter, time.monotonic() + remaining)
+            finally:
+                state.hw_waiters.discard(waiter)
+        minimum = self._topics[state.topic].meta.config.min_insync_replicas
+        if len(state.isr) < minimum:
+            raise _AppendRefusedError(
+                p.ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                f"the batch is written but {state.name} now has {len(state.isr)} in-sync "
+                f"replicas, fewer than min.insync.replicas {minimum}",
+            )
 
     def _partition(self, topic: str, index: int) -> _PartitionState | None:
         found = self._topics.get(topic)
-        if found is None or not 0 <= index < len(found.partitions):
-            return None
-        return found.partitions[index]
+        return None if found is None else found.get(index)
 
     # ------------------------------------------------------------------
     # Topics
@@ -567,6 +841,8 @@ class Broker:
 
     def topics(self) -> dict[str, int]:
         """Every topic and its partition count."""
+        if self.clustered and self._view is not None:
+            return {name: t.meta.partitions for name, t in self._view.topics.items()}
         return {name: topic.meta.partitions for name, topic in self._topics.items()}
 
     async def create_topic(
@@ -575,11 +851,14 @@ class Broker:
         partitions: int | None = None,
         configs: dict[str, str | None] | None = None,
         *,
+        replication_factor: int | None = None,
         validate_only: bool = False,
     ) -> TopicMeta:
         """Creates a topic; :class:`InvalidArgument` for a bad name, count or config.
 
-        Raises :class:`FileExistsError` if the topic exists.
+        Raises :class:`FileExistsError` if the topic exists. In a cluster the
+        replicas are spread over the live brokers (``replication_factor`` of
+        them, by default ``default_replication_factor`` or as many as are up).
         """
         check_topic_name(name)
         count = self.config.num_partitions if partitions in (None, -1) else partitions
@@ -587,6 +866,15 @@ class Broker:
         if not 1 <= count <= 10_000:
             raise InvalidPartitionCount(f"a topic has 1 to 10000 partitions, not {count}")
         config = self.config.topic_defaults.with_kafka(configs or {})
+        if self.clustered:
+            return await self._create_replicated(
+                name, count, config, replication_factor, validate_only
+            )
+        if replication_factor not in (None, -1, 1):
+            raise InvalidReplicationFactor(
+                f"replication factor {replication_factor} is larger than the 1 broker here; "
+                "run a cluster (--peers) for more"
+            )
         async with self._topic_lock:
             if name in self._topics:
                 raise FileExistsError(f"topic {name!r} already exists")
@@ -603,8 +891,47 @@ class Broker:
             log.info("created topic %s with %d partitions", name, count)
             return meta
 
+    async def _create_replicated(
+        self,
+        name: str,
+        count: int,
+        config: TopicConfig,
+        replication_factor: int | None,
+        validate_only: bool,
+    ) -> TopicMeta:
+        assert self._metadata is not None
+        view = await self._metadata.view()
+        live = sorted(view.brokers)
+        factor = replication_factor
+        if factor in (None, -1):
+            factor = min(self.config.default_replication_factor, len(live))
+        assert factor is not None
+        if not 1 <= factor <= len(live):
+            raise InvalidReplicationFactor(
+                f"replication factor {factor} needs as many live brokers; {len(live)} are up"
+            )
+        if config.min_insync_replicas > factor:
+            raise InvalidTopicConfig(
+                f"min.insync.replicas {config.min_insync_replicas} is more than the "
+                f"replication factor {factor}"
+            )
+        if name in view.topics:
+            raise FileExistsError(f"topic {name!r} already exists")
+        meta = TopicMeta(name, count, config, uuid.uuid4().hex)
+        if validate_only:
+            return meta
+        await self._metadata.create_topic(meta, assign_replicas(live, count, factor))
+        await self._refresh()
+        log.info("created topic %s: %d partitions, %d replicas each", name, count, factor)
+        return meta
+
     async def delete_topic(self, name: str) -> None:
         """Deletes a topic, its logs and its committed offsets; KeyError if unknown."""
+        if self.clustered:
+            assert self._metadata is not None
+            await self._metadata.delete_topic(name)
+            await self._refresh()
+            return
         async with self._topic_lock:
             topic = self._topics.pop(name)
             self._meta("topics", f"{name}.json").unlink()
@@ -662,6 +989,9 @@ class Broker:
     async def _store_offsets(
         self, entries: Sequence[tuple[tuple[str, str, int], tuple[int, int, str | None] | None]]
     ) -> None:
+        if self.clustered:
+            await self._store_offsets_in_etcd(entries)
+            return
         keys = [self._offset_key(*key) for key, _ in entries]
         values = []
         for _, entry in entries:
@@ -679,6 +1009,40 @@ class Broker:
                 self._offsets.pop(key, None)
             else:
                 self._offsets[key] = entry
+
+    @staticmethod
+    def _etcd_offset_key(group: str, topic: str, partition: int) -> bytes:
+        return b"/sdi/mq-offsets/" + f"{quote(group, safe='')}/{topic}/{partition}".encode()
+
+    async def _store_offsets_in_etcd(
+        self, entries: Sequence[tuple[tuple[str, str, int], tuple[int, int, str | None] | None]]
+    ) -> None:
+        assert self._etcd is not None
+        # etcd takes at most 128 operations per transaction; each chunk is all-or-nothing.
+        for start in range(0, len(entries), 100):
+            chunk = entries[start : start + 100]
+            puts = [
+                (self._etcd_offset_key(*key), json.dumps(list(entry)).encode(), 0)
+                for key, entry in chunk
+                if entry is not None
+            ]
+            deletes = [self._etcd_offset_key(*key) for key, entry in chunk if entry is None]
+            await self._etcd.txn([], puts, deletes)
+
+    async def _group_offsets(
+        self, group: str
+    ) -> dict[tuple[str, int], tuple[int, int, str | None]]:
+        """What ``group`` has committed: (topic, partition) -> (offset, leader epoch, metadata)."""
+        if not self.clustered:
+            return {(t, i): entry for (g, t, i), entry in self._offsets.items() if g == group}
+        assert self._etcd is not None
+        prefix = b"/sdi/mq-offsets/" + quote(group, safe="").encode() + b"/"
+        found: dict[tuple[str, int], tuple[int, int, str | None]] = {}
+        for key, value, _ in await self._etcd.get_prefix(prefix):
+            topic, _, index = key[len(prefix) :].decode().rpartition("/")
+            committed, epoch, metadata = json.loads(value)
+            found[(topic, int(index))] = (int(committed), int(epoch), metadata)
+        return found
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:
         """The offset ``group`` committed for a partition, if any."""
@@ -738,7 +1102,12 @@ class Broker:
                 ]
             )
             try:
-                base = await self._append_batch(found.partitions[target], batch)
+                state = found.get(target)
+                if state is None:
+                    raise InvalidArgument(
+                        f"partition {target} of {topic!r} has no replica on this broker"
+                    )
+                base = await self._append_batch(state, batch)
             except _AppendRefusedError as refused:
                 raise InvalidArgument(f"{refused.code.name}: {refused}") from None
             for delta, at in enumerate(indexes):
@@ -791,6 +1160,330 @@ class Broker:
     async def _until(waiter: asyncio.Future[None], deadline: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------
+    # Replication (a cluster: config.peers)
+    # ------------------------------------------------------------------
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a broker task failed", exc_info=task.exception())
+
+    async def _start_etcd(self) -> None:
+        peers = self.config.peers
+        name = f"broker-{self.config.node_id}"
+        members = {
+            f"broker-{node}": f"http://{host}:{port + 2}" for node, (host, port) in peers.items()
+        }
+        host, port = peers[self.config.node_id]
+        member = EtcdMember(
+            name,
+            self.data_dir / "etcd",
+            f"http://{host}:{port + 1}",
+            members[name],
+            members,
+            # etcd's own defaults: steadier than the test-speed ones on a loaded machine.
+            heartbeat_interval_ms=100,
+            election_timeout_ms=1000,
+        )
+        self._etcd_member = member
+        await member.start(timeout=60)
+        endpoints = [member.client_url] + [
+            f"http://{h}:{p_ + 1}"
+            for node, (h, p_) in sorted(peers.items())
+            if node != self.config.node_id
+        ]
+        self._etcd = Etcd(endpoints, timeout=3.0)
+        await member.wait_ready(timeout=120)
+        self._metadata = ClusterMetadata(self._etcd, self.config.node_id)
+        self._controller = Controller(self._metadata)
+        self._cluster_id = await self._metadata.cluster_id()
+
+    async def _cluster_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                await self._cluster_step()
+            except (EtcdError, OSError) as error:
+                log.warning(
+                    "broker %d: cluster metadata unavailable: %s", self.config.node_id, error
+                )
+
+    async def _cluster_step(self) -> None:
+        """One pass: campaign or act as controller, then follow the metadata, then prune ISRs."""
+        assert self._metadata is not None
+        assert self._controller is not None
+        async with self._reconciling:
+            view = await self._metadata.view()
+            if view.controller is None and await self._metadata.campaign():
+                view = await self._metadata.view()
+            if view.controller == self.config.node_id and await self._controller.step(view):
+                view = await self._metadata.view()
+            self._view = view
+            await self._reconcile(view)
+        await self._shrink_isrs()
+
+    async def _refresh(self) -> None:
+        """Brings the local view up to date now (after a change this broker made)."""
+        assert self._metadata is not None
+        async with self._reconciling:
+            view = await self._metadata.view()
+            self._view = view
+            await self._reconcile(view)
+
+    async def _reconcile(self, view: ClusterView) -> None:
+        """Opens, drops and re-roles local replicas to match the cluster's metadata."""
+        me = self.config.node_id
+        for name in list(self._topics):
+            wanted = view.topics.get(name)
+            if wanted is None or wanted.meta.topic_id != self._topics[name].meta.topic_id:
+                await self._drop_local_topic(name)
+        for name, assignment in view.topics.items():
+            hosted = [i for i, replicas in enumerate(assignment.replicas) if me in replicas]
+            if name not in self._topics and hosted:
+                self._topics[name] = await self._run(self._open_topic, assignment.meta, hosted)
+        if not self._cleaned_strays:
+            self._cleaned_strays = True
+            await self._run(self._remove_stray_logs)
+        for (name, index), wanted_state in view.partitions.items():
+            state = self._partition(name, index)
+            if state is not None:
+                self._apply_partition_state(state, wanted_state)
+        leaders = {
+            state.leader
+            for topic in self._topics.values()
+            for state in topic.partitions
+            if not state.is_leader and state.leader >= 0
+        }
+        for leader in leaders:
+            fetcher = self._fetchers.get(leader)
+            if fetcher is None or fetcher.done():
+                self._fetchers[leader] = asyncio.ensure_future(self._follow(leader))
+
+    def _remove_stray_logs(self) -> None:
+        hosted = {state.name for topic in self._topics.values() for state in topic.partitions}
+        for directory in (self.data_dir / "logs").iterdir():
+            if directory.name not in hosted:
+                log.warning("removing %s: no replica of it is assigned here", directory)
+                shutil.rmtree(directory, ignore_errors=True)
+
+    async def _drop_local_topic(self, name: str) -> None:
+        topic = self._topics.pop(name)
+        for state in topic.partitions:
+            async with state.lock:
+                await self._run(state.log.close)
+            state.is_leader = False
+            state.wake()
+            state.wake_hw()
+
+        def remove() -> None:
+            for state in topic.partitions:
+                shutil.rmtree(self.data_dir / "logs" / state.name, ignore_errors=True)
+                self._producer_snapshot_path(state).unlink(missing_ok=True)
+                self._epochs_path(state).unlink(missing_ok=True)
+
+        await self._run(remove)
+        log.info("dropped the local replicas of topic %s", name)
+
+    def _apply_partition_state(self, state: _PartitionState, wanted: PartitionState) -> None:
+        me = self.config.node_id
+        state.isr = wanted.isr
+        state.replicas = wanted.replicas
+        state.mod_revision = wanted.mod_revision
+        if wanted.leader == me:
+            if not state.is_leader or state.leader_epoch != wanted.leader_epoch:
+                log.info("%s: leading under epoch %d", state.name, wanted.leader_epoch)
+                state.is_leader = True
+                state.leader = me
+                state.leader_epoch = wanted.leader_epoch
+                self._record_epoch(state, wanted.leader_epoch, state.log.next_offset)
+                state.truncated_for = wanted.leader_epoch
+                now = time.monotonic()
+                state.replica_leo.clear()
+                state.leo_at_last_fetch.clear()
+                state.caught_up_at = {node: now for node in wanted.isr}
+                state.wake_hw()
+                state.wake()
+            state.advance_hw()
+            return
+        if state.is_leader or (state.leader, state.leader_epoch) != (
+            wanted.leader,
+            wanted.leader_epoch,
+        ):
+            log.info(
+                "%s: following broker %d under epoch %d",
+                state.name, wanted.leader, wanted.leader_epoch,
+            )  # fmt: skip
+            state.is_leader = False
+            state.leader = wanted.leader
+            state.leader_epoch = wanted.leader_epoch
+            state.truncated_for = -1
+            state.wake_hw()
+            state.wake()
+
+    async def _follow(self, leader: int) -> None:
+        """Replicates every partition this broker follows on ``leader``, until there are none."""
+        me = self.config.node_id
+        connection: LeaderConnection | None = None
+        try:
+            while True:
+                following = [
+                    state
+                    for topic in self._topics.values()
+                    for state in topic.partitions
+                    if not state.is_leader and state.leader == leader and not state.log.closed
+                ]
+                if not following:
+                    return
+                view = self._view
+                info = None if view is None else view.brokers.get(leader)
+                if info is None:
+                    await asyncio.sleep(0.2)
+                    continue
+                try:
+                    if connection is None:
+                        connection = await LeaderConnection.open(
+                            info.host, info.port, f"sdi-replica-{me}"
+                        )
+                    await self._truncate_to_leader(connection, following)
+                    ready = [s for s in following if s.truncated_for == s.leader_epoch]
+                    if not ready:
+                        await asyncio.sleep(0.1)
+                        continue
+                    fetched = await connection.fetch(
+                        me,
+                        [(s.topic, s.index, s.log.next_offset, s.leader_epoch) for s in ready],
+                        max_wait_ms=self.config.replica_fetch_wait_max_ms,
+                    )
+                    by_name = {(s.topic, s.index): s for s in ready}
+                    for part in fetched:
+                        state = by_name.get((part.topic, part.partition))
+                        if state is not None:
+                            await self._apply_fetched(state, part)
+                except (OSError, ConnectionError, ProtocolError, TimeoutError) as error:
+                    log.info("broker %d: fetching from broker %d: %s", me, leader, error)
+                    if connection is not None:
+                        await connection.close()
+                        connection = None
+                    await asyncio.sleep(0.2)
+        finally:
+            if connection is not None:
+                await connection.close()
+
+    async def _truncate_to_leader(
+        self, connection: LeaderConnection, following: list[_PartitionState]
+    ) -> None:
+        """Cuts each newly followed log back to where it agrees with the leader's (KIP-101)."""
+        due = [s for s in following if s.truncated_for != s.leader_epoch]
+        asks = [(s.topic, s.index, s.leader_epoch, s.epochs[-1][0]) for s in due if s.epochs]
+        answers = await connection.epoch_ends(self.config.node_id, asks) if asks else {}
+        for state in due:
+            epoch = state.leader_epoch
+            if not state.epochs:
+                state.truncated_for = epoch
+                continue
+            code, leader_epoch, end = answers.get((state.topic, state.index), (-1, -1, -1))
+            if code:
+                continue  # the leader does not know it leads yet: ask again
+            async with state.lock:
+                if state.is_leader or state.leader_epoch != epoch or state.log.closed:
+                    continue
+                if leader_epoch < 0:
+                    # The leader has none of our epochs: keep only what was committed.
+                    target = state.hw
+                else:
+                    target = min(end, state.epoch_end(leader_epoch)[1])
+                if target < state.log.next_offset:
+                    log.info("%s: truncating from %d to %d to match the leader",
+                             state.name, state.log.next_offset, target)  # fmt: skip
+                    try:
+                        await self._run(self._truncate, state, target)
+                    except InvalidArgument:
+                        # Not a batch boundary here: fall back to where our last epoch began.
+                        await self._run(self._truncate, state, state.epochs[-1][1])
+                state.truncated_for = epoch
+
+    async def _apply_fetched(self, state: _PartitionState, part: FetchedPartition) -> None:
+        if part.error_code == p.ErrorCode.OFFSET_OUT_OF_RANGE:
+            state.truncated_for = -1  # agree on the log again before going on
+            return
+        if part.error_code:
+            await asyncio.sleep(0.05)  # not the leader (yet): the metadata will say who is
+            return
+        async with state.lock:
+            if state.is_leader or state.log.closed:
+                return
+            data = part.records
+            if data:
+                try:
+                    infos = p.validate_record_batches(data)
+                except ProtocolError as error:
+                    log.error("%s: the leader sent a batch that fails its checks: %s",
+                              state.name, error)  # fmt: skip
+                    return
+                for info in infos:
+                    batch = data[info.position : info.position + info.size_bytes]
+                    base = int.from_bytes(batch[:8], "big", signed=True)
+                    if base != state.log.next_offset:
+                        state.truncated_for = -1
+                        break
+                    epoch = int.from_bytes(batch[12:16], "big", signed=True)
+                    if epoch >= 0 and (not state.epochs or epoch > state.epochs[-1][0]):
+                        self._record_epoch(state, epoch, base)
+                    state.log.append_payload(
+                        batch, info.last_offset_delta + 1, info.first_timestamp, info.max_timestamp
+                    )
+                    if info.producer_id >= 0:
+                        self._remember(state, info, base)
+                if not state.dirty_since:
+                    state.dirty_since = time.monotonic()
+            state.hw = max(state.hw, min(part.high_watermark, state.log.next_offset))
+
+    async def _shrink_isrs(self) -> None:
+        """As leader: drops followers that have not caught up for too long from the ISR."""
+        now = time.monotonic()
+        lag = self.config.replica_lag_time_max_ms / 1000
+        for topic in list(self._topics.values()):
+            for state in topic.partitions:
+                if not state.is_leader or len(state.isr) <= 1:
+                    continue
+                behind = [
+                    node
+                    for node in state.isr
+                    if node != self.config.node_id and now - state.caught_up_at.get(node, now) > lag
+                ]
+                if behind:
+                    kept = tuple(node for node in state.isr if node not in behind)
+                    await self._change_isr(state, kept)
+
+    async def _change_isr(self, state: _PartitionState, isr: tuple[int, ...]) -> None:
+        """Proposes a new ISR under this broker's leadership (compare-and-swap in etcd)."""
+        if self._metadata is None or state.name in self._changing_isr:
+            return
+        self._changing_isr.add(state.name)
+        try:
+            current = PartitionState(
+                state.leader, state.leader_epoch, state.isr, state.replicas, state.mod_revision
+            )
+            proposed = replace(current, isr=isr)
+            if state.is_leader and await self._metadata.update_partition(
+                state.topic, state.index, current, proposed
+            ):
+                log.info("%s: isr %s -> %s", state.name, list(current.isr), list(isr))
+                state.isr = isr
+                state.mod_revision = -1  # stale until the next read of the metadata
+                if not state.advance_hw():
+                    state.wake_hw()
+        except EtcdError as error:
+            log.warning("%s: changing the isr failed: %s", state.name, error)
+        finally:
+            self._changing_isr.discard(state.name)
 
     # ------------------------------------------------------------------
     # The network side
@@ -855,16 +1548,21 @@ class Broker:
             for part in topic.partitions:
                 answer = p.ProducePartitionResponse(part.index)
                 state = self._partition(topic.name, part.index)
+                hosted_elsewhere = state is None and part.index < self.topics().get(topic.name, 0)
                 if request.acks not in (0, 1, -1):
                     answer.error_code = p.ErrorCode.INVALID_REQUIRED_ACKS
                 elif request.transactional_id is not None:
                     answer.error_code = p.ErrorCode.INVALID_REQUEST
                     answer.error_message = "transactions are not supported by sdi"
+                elif hosted_elsewhere:
+                    answer.error_code = p.ErrorCode.NOT_LEADER_OR_FOLLOWER
                 elif state is None:
                     answer.error_code = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                 else:
                     try:
-                        answer.base_offset = await self._append_batch(state, part.records)
+                        answer.base_offset = await self._append_batch(
+                            state, part.records, request.acks, request.timeout_ms
+                        )
                         answer.log_start_offset = state.log.log_start_offset
                     except _AppendRefusedError as refused:
                         answer.error_code = refused.code
@@ -902,6 +1600,7 @@ class Broker:
         self, request: p.FetchRequest
     ) -> tuple[p.FetchResponse, int, list[_PartitionState]]:
         budget = request.max_bytes if request.max_bytes > 0 else 1 << 30
+        replica = request.replica_id >= 0
         size = 0
         waiting: list[_PartitionState] = []
         errors = False
@@ -909,31 +1608,74 @@ class Broker:
         for topic in request.topics:
             partitions = []
             for part in topic.partitions:
-                answer = p.FetchPartitionResponse(part.partition)
+                answer = p.FetchPartitionResponse(part.partition, records=b"")
                 state = self._partition(topic.name, part.partition)
                 if state is None or state.log.closed:
-                    answer.error_code = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    answer.error_code = (
+                        p.ErrorCode.NOT_LEADER_OR_FOLLOWER
+                        if part.partition < self.topics().get(topic.name, 0)
+                        else p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    )
                     errors = True
                 else:
                     async with state.lock:
-                        log_ = state.log
-                        answer.high_watermark = answer.last_stable_offset = log_.next_offset
-                        answer.log_start_offset = log_.log_start_offset
-                        if not log_.log_start_offset <= part.fetch_offset <= log_.next_offset:
-                            answer.error_code = p.ErrorCode.OFFSET_OUT_OF_RANGE
+                        error = self._fetch_error(state, part.current_leader_epoch)
+                        if error:
+                            answer.error_code = error
                             errors = True
-                        elif budget > 0 or size == 0:
-                            limit = min(part.partition_max_bytes, max(budget, 1))
-                            data = log_.read_payloads(part.fetch_offset, limit)
-                            answer.records = data
-                            size += len(data)
-                            budget -= len(data)
-                            if not data:
+                        else:
+                            if replica:
+                                self._follower_fetched(state, request.replica_id, part.fetch_offset)
+                            log_ = state.log
+                            # Consumers see only what every in-sync replica has.
+                            end = log_.next_offset if replica else state.hw
+                            answer.high_watermark = answer.last_stable_offset = state.hw
+                            answer.log_start_offset = log_.log_start_offset
+                            if not log_.log_start_offset <= part.fetch_offset <= log_.next_offset:
+                                answer.error_code = p.ErrorCode.OFFSET_OUT_OF_RANGE
+                                errors = True
+                            elif part.fetch_offset >= end:
                                 waiting.append(state)
+                            elif budget > 0 or size == 0:
+                                limit = min(part.partition_max_bytes, max(budget, 1))
+                                data = log_.read_payloads(part.fetch_offset, limit)
+                                if end < log_.next_offset:
+                                    data = _batches_below(data, end)
+                                answer.records = data
+                                size += len(data)
+                                budget -= len(data)
                     answer.aborted_transactions = []
                 partitions.append(answer)
             topics.append(p.FetchTopicResponse(topic.name, partitions))
         return p.FetchResponse(topics), size, [] if errors else waiting
+
+    def _fetch_error(self, state: _PartitionState, current_leader_epoch: int) -> int:
+        """Why this broker cannot serve ``state`` to a client that knows that epoch (0: it can)."""
+        if not state.is_leader:
+            return p.ErrorCode.NOT_LEADER_OR_FOLLOWER
+        if current_leader_epoch >= 0 and current_leader_epoch != state.leader_epoch:
+            if current_leader_epoch < state.leader_epoch:
+                return p.ErrorCode.FENCED_LEADER_EPOCH
+            return p.ErrorCode.UNKNOWN_LEADER_EPOCH
+        return 0
+
+    def _follower_fetched(self, state: _PartitionState, follower: int, offset: int) -> None:
+        """A follower's fetch at ``offset`` says it has everything below it."""
+        if follower not in state.replicas or follower == self.config.node_id:
+            return
+        now = time.monotonic()
+        state.replica_leo[follower] = offset
+        if offset >= state.leo_at_last_fetch.get(follower, 0):
+            state.caught_up_at[follower] = now
+        state.leo_at_last_fetch[follower] = state.log.next_offset
+        state.advance_hw()
+        if (
+            follower not in state.isr
+            and offset >= state.hw
+            and state.epochs
+            and offset >= state.epochs[-1][1]
+        ):
+            self._spawn(self._change_isr(state, (*state.isr, follower)))
 
     async def _handle_list_offsets(
         self, request: p.ListOffsetsRequest, header: p.RequestHeader
@@ -945,9 +1687,15 @@ class Broker:
                 answer = p.ListOffsetsPartitionResponse(part.partition_index)
                 state = self._partition(topic.name, part.partition_index)
                 if state is None or state.log.closed:
-                    answer.error_code = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                elif part.timestamp == -1:  # latest
-                    answer.offset = state.log.next_offset
+                    answer.error_code = (
+                        p.ErrorCode.NOT_LEADER_OR_FOLLOWER
+                        if part.partition_index < self.topics().get(topic.name, 0)
+                        else p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    )
+                elif error := self._fetch_error(state, part.current_leader_epoch):
+                    answer.error_code = error
+                elif part.timestamp == -1:  # latest: what consumers may read up to
+                    answer.offset = state.hw
                 elif part.timestamp == -2:  # earliest
                     answer.offset = state.log.log_start_offset
                 elif part.timestamp < 0:
@@ -979,15 +1727,14 @@ class Broker:
     ) -> p.MetadataResponse:
         names: Iterable[str]
         if request.topics is None or (header.api_version == 0 and not request.topics):
-            names = sorted(self._topics)
+            names = sorted(self.topics())
         else:
             names = request.topics
         topics = []
         for name in names:
-            if name not in self._topics and request.allow_auto_topic_creation:
+            if name not in self.topics() and request.allow_auto_topic_creation:
                 await self._auto_create(name)
-            found = self._topics.get(name)
-            if found is None:
+            if name not in self.topics():
                 code = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                 try:
                     check_topic_name(name)
@@ -995,16 +1742,55 @@ class Broker:
                     code = p.ErrorCode.INVALID_TOPIC_EXCEPTION
                 topics.append(p.MetadataTopic(name, [], error_code=code))
                 continue
-            node = self.config.node_id
-            partitions = [
-                p.MetadataPartition(index, node, [node], [node], leader_epoch=0)
-                for index in range(found.meta.partitions)
+            topics.append(p.MetadataTopic(name, self._partition_metadata(name)))
+        if self.clustered and self._view is not None:
+            view = self._view
+            brokers = [
+                p.MetadataBroker(info.node_id, info.host, info.port)
+                for info in sorted(view.brokers.values(), key=lambda info: info.node_id)
             ]
-            topics.append(p.MetadataTopic(name, partitions))
-        broker = p.MetadataBroker(self.config.node_id, self.advertised_host, self.port)
+            # Any broker takes admin requests (they go through etcd): while no
+            # controller is elected yet, clients are pointed at this one.
+            controller = self.config.node_id if view.controller is None else view.controller
+        else:
+            brokers = [p.MetadataBroker(self.config.node_id, self.advertised_host, self.port)]
+            controller = self.config.node_id
         return p.MetadataResponse(
-            [broker], topics, cluster_id=self._cluster_id, controller_id=self.config.node_id
+            brokers, topics, cluster_id=self._cluster_id, controller_id=controller
         )
+
+    def _partition_metadata(self, name: str) -> list[p.MetadataPartition]:
+        if not self.clustered or self._view is None:
+            node = self.config.node_id
+            count = self._topics[name].meta.partitions
+            return [
+                p.MetadataPartition(index, node, [node], [node], leader_epoch=0)
+                for index in range(count)
+            ]
+        view = self._view
+        partitions = []
+        for index in range(view.topics[name].meta.partitions):
+            state = view.partitions.get((name, index))
+            if state is None:
+                partitions.append(
+                    p.MetadataPartition(
+                        index, -1, [], [], error_code=p.ErrorCode.LEADER_NOT_AVAILABLE
+                    )
+                )
+                continue
+            offline = [node for node in state.replicas if node not in view.brokers]
+            partitions.append(
+                p.MetadataPartition(
+                    index,
+                    state.leader,
+                    list(state.replicas),
+                    list(state.isr),
+                    error_code=p.ErrorCode.LEADER_NOT_AVAILABLE if state.leader < 0 else 0,
+                    leader_epoch=state.leader_epoch,
+                    offline_replicas=offline,
+                )
+            )
+        return partitions
 
     async def _handle_find_coordinator(
         self, request: p.FindCoordinatorRequest, header: p.RequestHeader
@@ -1014,28 +1800,58 @@ class Broker:
                 p.ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, "", -1,
                 error_message="transactions are not supported by sdi",
             )  # fmt: skip
-        return p.FindCoordinatorResponse(
-            p.ErrorCode.NONE, self.config.node_id, self.advertised_host, self.port
-        )
+        coordinator = self._coordinator()
+        if coordinator is None:
+            return p.FindCoordinatorResponse(
+                p.ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, "", -1,
+                error_message="no broker is up to coordinate groups yet",
+            )  # fmt: skip
+        node, host, port = coordinator
+        return p.FindCoordinatorResponse(p.ErrorCode.NONE, node, host, port)
+
+    def _coordinator(self) -> tuple[int, str, int] | None:
+        """The broker that coordinates every group: this one, or in a cluster the lowest live id.
+
+        Group membership lives in the coordinator's memory (members join again
+        when it moves); committed offsets live in etcd, so they survive it.
+        """
+        if not self.clustered:
+            return self.config.node_id, self.advertised_host, self.port
+        if self._view is None or not self._view.brokers:
+            return None
+        info = self._view.brokers[min(self._view.brokers)]
+        return info.node_id, info.host, info.port
+
+    def _coordinates(self) -> bool:
+        coordinator = self._coordinator()
+        return coordinator is not None and coordinator[0] == self.config.node_id
 
     async def _handle_join_group(
         self, request: p.JoinGroupRequest, header: p.RequestHeader
     ) -> p.JoinGroupResponse:
+        if not self._coordinates():
+            return p.JoinGroupResponse(p.ErrorCode.NOT_COORDINATOR, -1, "", "", "", [])
         return await self._groups.join(request, header.client_id or "", header.api_version)
 
     async def _handle_sync_group(
         self, request: p.SyncGroupRequest, header: p.RequestHeader
     ) -> p.SyncGroupResponse:
+        if not self._coordinates():
+            return p.SyncGroupResponse(p.ErrorCode.NOT_COORDINATOR, b"")
         return await self._groups.sync(request)
 
     async def _handle_heartbeat(
         self, request: p.HeartbeatRequest, header: p.RequestHeader
     ) -> p.HeartbeatResponse:
+        if not self._coordinates():
+            return p.HeartbeatResponse(p.ErrorCode.NOT_COORDINATOR)
         return self._groups.heartbeat(request.group_id, request.generation_id, request.member_id)
 
     async def _handle_leave_group(
         self, request: p.LeaveGroupRequest, header: p.RequestHeader
     ) -> p.LeaveGroupResponse:
+        if not self._coordinates():
+            return p.LeaveGroupResponse(p.ErrorCode.NOT_COORDINATOR)
         return self._groups.leave(request, header.api_version)
 
     async def _handle_offset_commit(
@@ -1044,6 +1860,8 @@ class Broker:
         allowed = self._groups.check_commit(
             request.group_id, request.generation_id, request.member_id
         )
+        if not self._coordinates():
+            allowed = p.ErrorCode.NOT_COORDINATOR
         entries: list[tuple[tuple[str, str, int], tuple[int, int, str | None] | None]] = []
         answers: list[tuple[str, list[tuple[int, int]]]] = []
         for topic in request.topics:
@@ -1054,7 +1872,7 @@ class Broker:
                     code = p.ErrorCode.INVALID_GROUP_ID
                 elif code is p.ErrorCode.NONE:
                     metadata = part.committed_metadata
-                    if self._partition(topic.name, part.partition_index) is None:
+                    if not 0 <= part.partition_index < self.topics().get(topic.name, 0):
                         code = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                     elif metadata is not None and len(metadata) > OFFSET_METADATA_BYTES_MAX:
                         code = p.ErrorCode.OFFSET_METADATA_TOO_LARGE
@@ -1067,7 +1885,7 @@ class Broker:
         if entries:
             try:
                 await self._store_offsets(entries)
-            except SdiError as error:
+            except (SdiError, OSError) as error:
                 log.error("storing committed offsets failed: %s", error)
                 answers = [
                     (name, [(index, int(p.ErrorCode.UNKNOWN_SERVER_ERROR)) for index, _ in codes])
@@ -1079,11 +1897,15 @@ class Broker:
         self, request: p.OffsetFetchRequest, header: p.RequestHeader
     ) -> p.OffsetFetchResponse:
         wanted: list[tuple[str, list[int]]]
+        try:
+            committed = await self._group_offsets(request.group_id)
+        except EtcdError as error:
+            log.warning("reading committed offsets failed: %s", error)
+            return p.OffsetFetchResponse([], error_code=p.ErrorCode.COORDINATOR_NOT_AVAILABLE)
         if request.topics is None:
             by_topic: dict[str, list[int]] = {}
-            for group, topic, partition in sorted(self._offsets):
-                if group == request.group_id:
-                    by_topic.setdefault(topic, []).append(partition)
+            for topic, partition in sorted(committed):
+                by_topic.setdefault(topic, []).append(partition)
             wanted = list(by_topic.items())
         else:
             wanted = request.topics
@@ -1091,14 +1913,12 @@ class Broker:
         for name, partitions in wanted:
             answers = []
             for index in partitions:
-                entry = self._offsets.get((request.group_id, name, index))
+                entry = committed.get((name, index))
                 if entry is None:
                     answers.append(p.OffsetFetchPartitionResponse(index, -1, -1, "", 0))
                 else:
-                    committed, epoch, metadata = entry
-                    answers.append(
-                        p.OffsetFetchPartitionResponse(index, committed, epoch, metadata)
-                    )
+                    offset, epoch, metadata = entry
+                    answers.append(p.OffsetFetchPartitionResponse(index, offset, epoch, metadata))
             topics.append(p.OffsetFetchTopicResponse(name, answers))
         return p.OffsetFetchResponse(topics)
 
@@ -1109,13 +1929,7 @@ class Broker:
         for topic in request.topics:
             result = p.CreatableTopicResult(topic.name)
             try:
-                if topic.replication_factor not in (-1, 1):
-                    result.error_code = p.ErrorCode.INVALID_REPLICATION_FACTOR
-                    result.error_message = (
-                        f"replication factor {topic.replication_factor} is larger than the "
-                        "1 broker in this cluster"
-                    )
-                elif topic.assignments:
+                if topic.assignments:
                     result.error_code = p.ErrorCode.INVALID_REQUEST
                     result.error_message = "manual replica assignment is not supported"
                 else:
@@ -1123,6 +1937,7 @@ class Broker:
                         topic.name,
                         topic.num_partitions,
                         dict(topic.configs),
+                        replication_factor=topic.replication_factor,
                         validate_only=request.validate_only,
                     )
             except FileExistsError as error:
@@ -1135,6 +1950,8 @@ class Broker:
                     result.error_code = p.ErrorCode.INVALID_PARTITIONS
                 elif isinstance(error, InvalidTopicConfig):
                     result.error_code = p.ErrorCode.INVALID_CONFIG
+                elif isinstance(error, InvalidReplicationFactor):
+                    result.error_code = p.ErrorCode.INVALID_REPLICATION_FACTOR
                 else:
                     result.error_code = p.ErrorCode.INVALID_REQUEST
                 result.error_message = str(error)
@@ -1153,6 +1970,29 @@ class Broker:
                 responses.append((name, int(p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)))
         return p.DeleteTopicsResponse(responses)
 
+    async def _handle_offset_for_leader_epoch(
+        self, request: p.OffsetForLeaderEpochRequest, header: p.RequestHeader
+    ) -> p.OffsetForLeaderEpochResponse:
+        topics = []
+        for name, partitions in request.topics:
+            answers = []
+            for part in partitions:
+                state = self._partition(name, part.partition)
+                if state is None or state.log.closed:
+                    code: int = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    if part.partition < self.topics().get(name, 0):
+                        code = p.ErrorCode.NOT_LEADER_OR_FOLLOWER
+                    answers.append(p.EpochEndOffset(code, part.partition))
+                    continue
+                code = self._fetch_error(state, part.current_leader_epoch)
+                if code:
+                    answers.append(p.EpochEndOffset(code, part.partition))
+                    continue
+                epoch, end = state.epoch_end(part.leader_epoch)
+                answers.append(p.EpochEndOffset(0, part.partition, epoch, end))
+            topics.append((name, answers))
+        return p.OffsetForLeaderEpochResponse(topics)
+
     async def _handle_init_producer_id(
         self, request: p.InitProducerIdRequest, header: p.RequestHeader
     ) -> p.InitProducerIdResponse:
@@ -1160,8 +2000,29 @@ class Broker:
             # TRANSACTIONAL_ID_AUTHORIZATION_FAILED is what a client without
             # transaction rights sees; sdi has no transactions at all.
             return p.InitProducerIdResponse(p.ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        if self.clustered and self._next_producer_id >= self._producer_id_limit:
+            assert self._metadata is not None
+            try:
+                start = await self._metadata.allocate_producer_ids(PRODUCER_ID_BLOCK)
+            except EtcdError as error:
+                log.warning("allocating producer ids failed: %s", error)
+                return p.InitProducerIdResponse(p.ErrorCode.COORDINATOR_NOT_AVAILABLE)
+            self._next_producer_id, self._producer_id_limit = start, start + PRODUCER_ID_BLOCK
         producer_id = self._allocate_producer_id()
         return p.InitProducerIdResponse(p.ErrorCode.NONE, producer_id, 0)
+
+
+def _batches_below(data: bytes, end: int) -> bytes:
+    """The leading whole Kafka record batches of ``data`` whose offsets are all below ``end``."""
+    position = 0
+    while position + 12 <= len(data):
+        base = int.from_bytes(data[position : position + 8], "big", signed=True)
+        size = 12 + int.from_bytes(data[position + 8 : position + 12], "big")
+        last = base + int.from_bytes(data[position + 23 : position + 27], "big")
+        if last >= end or position + size > len(data):
+            break
+        position += size
+    return data[:position]
 
 
 def _now_ms() -> int:

@@ -71,6 +71,7 @@ __all__ = [
     "METADATA",
     "OFFSET_COMMIT",
     "OFFSET_FETCH",
+    "OFFSET_FOR_LEADER_EPOCH",
     "PRODUCE",
     "SUPPORTED_VERSIONS",
     "SYNC_GROUP",
@@ -84,6 +85,7 @@ __all__ = [
     "CreateTopicsResponse",
     "DeleteTopicsRequest",
     "DeleteTopicsResponse",
+    "EpochEndOffset",
     "ErrorCode",
     "FetchPartition",
     "FetchPartitionResponse",
@@ -122,6 +124,9 @@ __all__ = [
     "OffsetFetchRequest",
     "OffsetFetchResponse",
     "OffsetFetchTopicResponse",
+    "OffsetForLeaderEpochPartition",
+    "OffsetForLeaderEpochRequest",
+    "OffsetForLeaderEpochResponse",
     "ProducePartition",
     "ProducePartitionResponse",
     "ProduceRequest",
@@ -165,6 +170,7 @@ API_VERSIONS = 18
 CREATE_TOPICS = 19
 DELETE_TOPICS = 20
 INIT_PRODUCER_ID = 22
+OFFSET_FOR_LEADER_EPOCH = 23
 
 #: Supported (min, max) versions per API key: all below each API's first flexible version.
 SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
@@ -183,6 +189,7 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     CREATE_TOPICS: (0, 4),
     DELETE_TOPICS: (0, 3),
     INIT_PRODUCER_ID: (0, 1),
+    OFFSET_FOR_LEADER_EPOCH: (2, 3),
 }
 
 
@@ -363,9 +370,14 @@ def validate_record_batches(data: Buffer) -> list[BatchInfo]:
     return [BatchInfo(*info) for info in _kafka.validate_record_batches(data)]
 
 
-def rewrite_base_offset(batch: Buffer, base_offset: int) -> bytes:
-    """The batch with its baseOffset replaced; the CRC does not cover it and stays valid."""
-    return bytes(_kafka.rewrite_base_offset(batch, base_offset))
+def rewrite_base_offset(
+    batch: Buffer, base_offset: int, partition_leader_epoch: int | None = None
+) -> bytes:
+    """The batch with its baseOffset (and partitionLeaderEpoch) replaced, in one copy.
+
+    Kafka's CRC covers neither field, so it stays valid.
+    """
+    return _kafka.rewrite_base_offset(batch, base_offset, partition_leader_epoch)
 
 
 def encode_record_batch(
@@ -859,6 +871,35 @@ class InitProducerIdResponse:
     throttle_time_ms: int = 0
 
 
+@dataclass(slots=True)
+class OffsetForLeaderEpochPartition:
+    partition: int
+    current_leader_epoch: int
+    leader_epoch: int
+
+
+@dataclass(slots=True)
+class OffsetForLeaderEpochRequest:
+    """OffsetForLeaderEpoch v2-v3: where each asked epoch ends in the leader's log."""
+
+    replica_id: int  # v3+; -1 (a consumer) before
+    topics: list[tuple[str, list[OffsetForLeaderEpochPartition]]]
+
+
+@dataclass(slots=True)
+class EpochEndOffset:
+    error_code: int
+    partition: int
+    leader_epoch: int = -1
+    end_offset: int = -1
+
+
+@dataclass(slots=True)
+class OffsetForLeaderEpochResponse:
+    topics: list[tuple[str, list[EpochEndOffset]]]
+    throttle_time_ms: int = 0
+
+
 Request = (
     ApiVersionsRequest
     | MetadataRequest
@@ -875,6 +916,7 @@ Request = (
     | CreateTopicsRequest
     | DeleteTopicsRequest
     | InitProducerIdRequest
+    | OffsetForLeaderEpochRequest
 )
 Response = (
     ApiVersionsResponse
@@ -892,6 +934,7 @@ Response = (
     | CreateTopicsResponse
     | DeleteTopicsResponse
     | InitProducerIdResponse
+    | OffsetForLeaderEpochResponse
 )
 
 
@@ -1083,6 +1126,18 @@ def _decode_init_producer_id(reader: Reader, version: int) -> InitProducerIdRequ
     return InitProducerIdRequest(transactional_id, reader.int32())
 
 
+def _decode_offset_for_leader_epoch(reader: Reader, version: int) -> OffsetForLeaderEpochRequest:
+    replica_id = reader.int32() if version >= 3 else -1
+
+    def partition() -> OffsetForLeaderEpochPartition:
+        return OffsetForLeaderEpochPartition(reader.int32(), reader.int32(), reader.int32())
+
+    def topic() -> tuple[str, list[OffsetForLeaderEpochPartition]]:
+        return reader.string(), _array(reader, partition)
+
+    return OffsetForLeaderEpochRequest(replica_id, _array(reader, topic))
+
+
 _DECODERS: dict[int, Callable[[Reader, int], Any]] = {
     API_VERSIONS: lambda reader, version: ApiVersionsRequest(),
     METADATA: _decode_metadata,
@@ -1099,6 +1154,7 @@ _DECODERS: dict[int, Callable[[Reader, int], Any]] = {
     CREATE_TOPICS: _decode_create_topics,
     DELETE_TOPICS: _decode_delete_topics,
     INIT_PRODUCER_ID: _decode_init_producer_id,
+    OFFSET_FOR_LEADER_EPOCH: _decode_offset_for_leader_epoch,
 }
 
 
@@ -1355,6 +1411,21 @@ def _encode_init_producer_id(
     writer.int16(response.producer_epoch)
 
 
+def _encode_offset_for_leader_epoch(
+    writer: Writer, response: OffsetForLeaderEpochResponse, version: int
+) -> None:
+    writer.int32(response.throttle_time_ms)
+    writer.array_length(len(response.topics))
+    for name, partitions in response.topics:
+        writer.string(name)
+        writer.array_length(len(partitions))
+        for partition in partitions:
+            writer.int16(partition.error_code)
+            writer.int32(partition.partition)
+            writer.int32(partition.leader_epoch)
+            writer.int64(partition.end_offset)
+
+
 _ENCODERS: dict[type[Any], tuple[int, Callable[[Writer, Any, int], None]]] = {
     ApiVersionsResponse: (API_VERSIONS, _encode_api_versions),
     MetadataResponse: (METADATA, _encode_metadata),
@@ -1371,6 +1442,7 @@ _ENCODERS: dict[type[Any], tuple[int, Callable[[Writer, Any, int], None]]] = {
     CreateTopicsResponse: (CREATE_TOPICS, _encode_create_topics),
     DeleteTopicsResponse: (DELETE_TOPICS, _encode_delete_topics),
     InitProducerIdResponse: (INIT_PRODUCER_ID, _encode_init_producer_id),
+    OffsetForLeaderEpochResponse: (OFFSET_FOR_LEADER_EPOCH, _encode_offset_for_leader_epoch),
 }
 
 

@@ -5,6 +5,15 @@ Point any Kafka client at it::
     sdi serve mq --port 9092 --data-dir /tmp/mq
     kcat -b 127.0.0.1:9092 -t demo -P <<< 'hello'
     kcat -b 127.0.0.1:9092 -t demo -C -e
+
+A replicated cluster: every broker gets the same ``--peers`` list and its
+own ``--broker-id`` and directory; each also uses its port + 1 and + 2 for
+its etcd member, so space the brokers' ports at least 3 apart::
+
+    PEERS=0@127.0.0.1:9092,1@127.0.0.1:9095,2@127.0.0.1:9098
+    sdi serve mq --broker-id 0 --port 9092 --data-dir d0 --peers $PEERS
+    sdi serve mq --broker-id 1 --port 9095 --data-dir d1 --peers $PEERS
+    sdi serve mq --broker-id 2 --port 9098 --data-dir d2 --peers $PEERS
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ class MqService(Service):
         partitions: int = 1,
         fsync: str = "interval",
         advertised_host: str | None = None,
+        peers: dict[int, tuple[str, int]] | None = None,
     ) -> None:
         if fsync not in ("every_batch", "interval", "never"):
             raise InvalidArgument(f"--fsync must be every_batch, interval or never, not {fsync!r}")
@@ -38,6 +48,7 @@ class MqService(Service):
         self._partitions = partitions
         self._fsync = fsync
         self._advertised_host = advertised_host
+        self._peers = peers or {}
         self.broker: Broker | None = None
 
     async def start(self, config: ServiceConfig) -> list[Endpoint]:
@@ -50,6 +61,7 @@ class MqService(Service):
                 advertised_host=self._advertised_host,
                 num_partitions=self._partitions,
                 topic_defaults=TopicConfig(fsync=self._fsync),  # type: ignore[arg-type]
+                peers=self._peers,
             )
         )
         await broker.start()
@@ -69,11 +81,33 @@ class MqService(Service):
             self.broker = None
 
 
+def parse_peers(text: str) -> dict[int, tuple[str, int]]:
+    """``--peers``: ``id@host:port`` items separated by commas.
+
+    >>> parse_peers("0@127.0.0.1:9092,1@127.0.0.1:9095")
+    {0: ('127.0.0.1', 9092), 1: ('127.0.0.1', 9095)}
+    """
+    peers: dict[int, tuple[str, int]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node, at, address = item.partition("@")
+        host, colon, port = address.rpartition(":")
+        if not (at and colon and node.isdigit() and port.isdigit() and host):
+            raise InvalidArgument(
+                f"--peers item {item!r} is not id@host:port (for example 0@127.0.0.1:9092)"
+            )
+        if int(node) in peers:
+            raise InvalidArgument(f"--peers names broker {node} twice")
+        peers[int(node)] = (host, int(port))
+    return peers
+
+
 def service(options: dict[str, Any]) -> Service:
     """The broker from ``sdi serve mq`` options."""
+    peers = options.get("peers")
     return MqService(
         node_id=options.get("broker_id") or 0,
         partitions=options.get("partitions") or 1,
         fsync=options.get("fsync") or "interval",
         advertised_host=options.get("advertised_host"),
+        peers=parse_peers(peers) if peers else None,
     )

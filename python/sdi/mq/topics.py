@@ -13,6 +13,7 @@ mean the same here:
 - ``retention.ms``, ``retention.bytes``: delete whole old segments past these.
 - ``segment.bytes``: roll to a new segment past this size.
 - ``max.message.bytes``: the largest record batch a producer may send.
+- ``min.insync.replicas``: how many in-sync replicas ``acks=all`` needs.
 - ``cleanup.policy``: only ``delete`` (compaction is not built).
 
 >>> config = TopicConfig.from_kafka({"flush.messages": "1", "retention.ms": "60000"})
@@ -40,6 +41,7 @@ from sdi.mq.log import Fsync
 __all__ = [
     "TOPIC_NAME",
     "InvalidPartitionCount",
+    "InvalidReplicationFactor",
     "InvalidTopicConfig",
     "InvalidTopicName",
     "TopicConfig",
@@ -66,6 +68,10 @@ class InvalidPartitionCount(InvalidArgument):
     """A partition count out of range (INVALID_PARTITIONS)."""
 
 
+class InvalidReplicationFactor(InvalidArgument):
+    """More replicas than live brokers (INVALID_REPLICATION_FACTOR)."""
+
+
 def check_topic_name(name: str) -> None:
     """Raises :class:`InvalidTopicName` for a name Kafka would not accept."""
     if name in (".", "..") or not TOPIC_NAME.fullmatch(name):
@@ -85,6 +91,8 @@ class TopicConfig:
     retention_ms: int | None = 7 * _DAY_MS
     retention_bytes: int | None = None
     max_message_bytes: int = 1_048_588
+    #: acks=all needs at least this many in-sync replicas (Kafka's min.insync.replicas).
+    min_insync_replicas: int = 1
 
     def with_kafka(self, configs: Mapping[str, str | None]) -> TopicConfig:
         """These settings with ``configs`` (Kafka names and string values) applied over them."""
@@ -118,6 +126,12 @@ class TopicConfig:
                 changes["retention_ms"] = None if number < 0 else number
             elif name == "retention.bytes":
                 changes["retention_bytes"] = None if number < 0 else number
+            elif name == "min.insync.replicas":
+                if number < 1:
+                    raise InvalidTopicConfig(
+                        f"min.insync.replicas must be at least 1, not {number}"
+                    )
+                changes["min_insync_replicas"] = number
             elif name == "max.message.bytes":
                 if number < 64:
                     raise InvalidTopicConfig(f"max.message.bytes must be at least 64, not {number}")
@@ -125,8 +139,8 @@ class TopicConfig:
             else:
                 raise InvalidTopicConfig(
                     f"topic config {name!r} is not supported; supported: cleanup.policy, "
-                    "flush.messages, flush.ms, max.message.bytes, retention.bytes, "
-                    "retention.ms, segment.bytes"
+                    "flush.messages, flush.ms, max.message.bytes, min.insync.replicas, "
+                    "retention.bytes, retention.ms, segment.bytes"
                 )
         return replace(self, **changes)
 

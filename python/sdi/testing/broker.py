@@ -19,7 +19,7 @@ from os import PathLike
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["BrokerProcess"]
+__all__ = ["BrokerProcess", "read_partitions"]
 
 _LISTENING = re.compile(r"listening on kafka://([^:\s]+):(\d+)")
 
@@ -47,6 +47,7 @@ class BrokerProcess:
         self.output: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self._drain: threading.Thread | None = None
+        self._ready = threading.Event()
 
     @property
     def bootstrap(self) -> str:
@@ -54,6 +55,11 @@ class BrokerProcess:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> BrokerProcess:
+        """Starts the broker and returns once it listens."""
+        return self.launch().wait_listening(timeout)
+
+    def launch(self) -> BrokerProcess:
+        """Starts the broker without waiting (brokers of a cluster start together)."""
         command = [
             sys.executable, "-m", "sdi.cli", "serve", "mq",
             "--host", self.host, "--port", str(self.port), "--data-dir", str(self.data_dir),
@@ -80,6 +86,13 @@ class BrokerProcess:
 
         self._drain = threading.Thread(target=drain, daemon=True)
         self._drain.start()
+        self._ready = ready
+        return self
+
+    def wait_listening(self, timeout: float = 60.0) -> BrokerProcess:
+        """Waits until the launched broker listens; RuntimeError with its output if it does not."""
+        process, ready = self.process, self._ready
+        assert process is not None
         if not ready.wait(timeout) or process.poll() is not None:
             process.kill()
             process.wait()
@@ -136,3 +149,48 @@ class BrokerProcess:
     ) -> None:
         if self.stop() != 0 and exc_type is None:
             raise RuntimeError("sdi serve mq exited non-zero:\n" + "".join(self.output[-40:]))
+
+
+def read_partitions(
+    bootstrap: str, topic: str, partitions: int, timeout: float = 60.0
+) -> dict[int, list[tuple[int, bytes]]]:
+    """Every record of ``topic`` as (offset, value), per partition, read with confluent-kafka.
+
+    Reads each partition from offset 0 to its end; AssertionError if an end is
+    not reached within ``timeout``. (confluent-kafka is a test dependency.)
+    """
+    import time
+
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "sdi-read-partitions",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.assign([TopicPartition(topic, index, 0) for index in range(partitions)])
+    stored: dict[int, list[tuple[int, bytes]]] = {index: [] for index in range(partitions)}
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(at_end) < partitions and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            index, offset, value = message.partition(), message.offset(), message.value()
+            assert index is not None
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(f"reading {topic}: {error}")
+                at_end.add(index)
+                continue
+            assert offset is not None
+            stored[index].append((offset, value or b""))
+    finally:
+        consumer.close()
+    assert len(at_end) == partitions, f"did not reach the end of every partition of {topic}"
+    return stored
