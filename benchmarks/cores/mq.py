@@ -17,6 +17,20 @@ each pinned to CPU 0; the clients run here, on CPU 1 (when there are two).
   (confluent-kafka's ``produce()`` alone tops out near 600 k calls/s here),
   so the same runs also give records per CPU-second of the server process
   (``/proc/<pid>/stat``): what one server core takes when the client keeps up.
+* Produce throughput with C clients, so that the client is not Python:
+  ``kcat -P -l`` (librdkafka) reading one record a line from a file written
+  beforehand, the same producer settings (``acks=1``, ``linger.ms`` 5,
+  ``batch.size`` 1 MB, queue limits 2 M records / 2 GB), against
+  ``redis-benchmark -c 1 -P 1000`` sending the same ``XADD`` (one connection,
+  1,000 commands a round trip). Both values are the same 100 printable bytes
+  (a line cannot hold a newline, an argument cannot hold a NUL). Each run is
+  timed from the client's start to its exit, which comes once every record is
+  acknowledged: startup and connecting count. The client process inherits
+  this thread's CPU 1; its CPU time comes from ``getrusage(RUSAGE_CHILDREN)``,
+  the server's from ``/proc/<pid>/stat``. The high watermark must have moved
+  by, and ``XLEN`` must equal, the number sent. Without ``kcat`` or
+  ``redis-benchmark`` these rows are skipped, with a note saying so; under
+  ``CI=true`` a missing client is an error.
 * End-to-end latency: a producer sends records carrying their send time at a
   steady rate, one at a time (``linger.ms`` 0); a consumer in a second thread
   receives them (confluent-kafka, assigned to partition 0 from the end,
@@ -38,6 +52,8 @@ import collections
 import contextlib
 import os
 import queue
+import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -70,12 +86,25 @@ PIPELINE = 1000
 LOG_BATCH_RECORDS = 10_000
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LATENCY = struct.Struct("<qq")  # sequence (negative: warm-up), send time in ns
+CLIENT_TIMEOUT = 300.0  # seconds for one run of a C client
 
 SIZES = {
     # scale: (kafka records, redis records, latency records, records/s, log batches, repeats)
     "tiny": (20_000, 10_000, 200, 2_000, 8, 1),
     "quick": (1_000_000, 100_000, 4_000, 2_000, 128, 3),
     "full": (5_000_000, 1_000_000, 20_000, 4_000, 512, 5),
+}
+# Records per run of the C clients (kcat, redis-benchmark), both the same; a multiple of PIPELINE.
+C_RECORDS = {"tiny": 20_000, "quick": 1_000_000, "full": 5_000_000}
+# The C clients and the Debian package of each.
+C_CLIENTS = {"kcat": "kcat", "redis-benchmark": "redis-tools"}
+# kcat -X: the same producer settings as the confluent-kafka run.
+KCAT_CONFIG = {
+    "acks": "1",
+    "linger.ms": "5",
+    "batch.size": "1000000",
+    "queue.buffering.max.messages": "2000000",
+    "queue.buffering.max.kbytes": "2000000",
 }
 
 
@@ -117,29 +146,40 @@ def _cpu_seconds(pid: int) -> float:
 
 @dataclass(frozen=True)
 class Sample:
-    """One produce run: records, wall seconds, the server's CPU seconds meanwhile."""
+    """One produce run: records, wall seconds, the server's CPU seconds meanwhile.
+
+    ``client_cpu``: the CPU seconds of a client subprocess, when there was one.
+    """
 
     records: int
     seconds: float
     server_cpu: float
+    client_cpu: float | None = None
 
 
 @dataclass(frozen=True)
 class Produced:
-    """Medians over repeats: records/s, records per server CPU-second, server CPU share."""
+    """Medians over repeats: records/s, records per server CPU-second, CPU shares."""
 
     rate: float
     per_cpu_second: float
     cpu_share: float
+    client_share: float | None = None
 
     @classmethod
     def of(cls, samples: list[Sample]) -> Produced:
         # The CPU clock ticks in 1/CLOCK_TICKS s: tiny runs may see no tick at all.
         pairs = [(sample, max(sample.server_cpu, 1 / CLOCK_TICKS)) for sample in samples]
+        clients = [
+            sample.client_cpu / sample.seconds
+            for sample in samples
+            if sample.client_cpu is not None
+        ]
         return cls(
             statistics.median(sample.records / sample.seconds for sample in samples),
             statistics.median(sample.records / used for sample, used in pairs),
             statistics.median(used / sample.seconds for sample, used in pairs),
+            statistics.median(clients) if len(clients) == len(samples) else None,
         )
 
 
@@ -352,6 +392,96 @@ def _kafka_latencies(bootstrap: str, count: int, rate: int) -> list[float]:
         consumer.close()
 
 
+# --- C clients: kcat against the sdi broker, redis-benchmark against Redis -------------
+
+
+def _c_clients() -> tuple[dict[str, str], str]:
+    """The paths of the C clients, or ``{}`` and why their rows are skipped.
+
+    Under ``CI=true`` a missing client raises instead, as a missing server
+    fails a test there (``sdi.testing.servers.require_binary``).
+    """
+    found = {name: shutil.which(name) for name in C_CLIENTS}
+    missing = [name for name, path in found.items() if path is None]
+    if not missing:
+        return {name: path for name, path in found.items() if path is not None}, ""
+    reason = "; ".join(
+        f"{name} is not installed (Debian package {C_CLIENTS[name]}: "
+        f"apt-get install {C_CLIENTS[name]}, or `make system-deps`)"
+        for name in missing
+    )
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(f"{reason}; under CI=true a missing benchmark client is an error")
+    return {}, reason
+
+
+def _write_lines(path: Path, value: bytes, count: int) -> None:
+    """``count`` lines of ``value``, synced so that no writeback falls into a run."""
+    chunk = (value + b"\n") * 10_000
+    with path.open("wb") as file:
+        for start in range(0, count, 10_000):
+            lines = min(10_000, count - start)
+            file.write(chunk if lines == 10_000 else (value + b"\n") * lines)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _run_client(command: list[str], count: int, server: int) -> Sample:
+    """Runs ``command`` (it inherits this thread's CPU) to its exit; times it."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = _cpu_seconds(server)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        command,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    server_cpu = _cpu_seconds(server) - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command[:3])} ... exited with {completed.returncode}:\n"
+            f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}"
+        )
+    return Sample(count, elapsed, server_cpu, client_cpu)
+
+
+def _kcat_produce(kcat: str, bootstrap: str, lines: Path, count: int, server: int) -> Sample:
+    """``kcat -P`` of the first ``count`` lines of ``lines``; it exits once all are acknowledged."""
+    before = _high_watermark(bootstrap)
+    command = [kcat, "-P", "-b", bootstrap, "-t", TOPIC, "-p", "0"]
+    for key, setting in KCAT_CONFIG.items():
+        command += ["-X", f"{key}={setting}"]
+    sample = _run_client([*command, "-c", str(count), "-l", str(lines)], count, server)
+    stored = _high_watermark(bootstrap) - before
+    if stored != count:
+        raise RuntimeError(f"kcat sent {count} records but the high watermark moved by {stored}")
+    return sample
+
+
+def _redis_benchmark_produce(
+    binary: str, host: str, port: int, value: str, count: int, server: int
+) -> Sample:
+    """``redis-benchmark`` of ``count`` XADDs, one connection, PIPELINE a round trip."""
+    import redis
+
+    command = [binary, "-h", host, "-p", str(port), "-c", "1", "-n", str(count)]
+    command += ["-P", str(PIPELINE), "--csv", "XADD", STREAM, "*", "v", value]
+    with redis.Redis(host=host, port=port) as client:
+        client.delete(STREAM)
+        sample = _run_client(command, count, server)
+        stored = client.xlen(STREAM)
+        client.delete(STREAM)
+    if stored != count:
+        raise RuntimeError(f"redis-benchmark sent {count} XADDs but XLEN is {stored}")
+    return sample
+
+
 # --- Redis Streams --------------------------------------------------------------------
 
 
@@ -555,11 +685,22 @@ def _produce_runs(measure: Callable[[int], Sample], count: int, repeats: int) ->
 def run(scale: Scale, progress: Progress) -> list[Result]:
     """Measure the broker, its log and their baselines; see the module docstring."""
     kafka_records, redis_records, latency_records, latency_rate, log_batches, repeats = SIZES[scale]
+    c_records = C_RECORDS[scale]
+    c_clients, c_skipped = _c_clients()
+    if c_skipped:
+        progress(f"skipping the C-client produce rows: {c_skipped}")
     value = os.urandom(RECORD_BYTES)
+    # Printable: a kcat line cannot hold a newline, a redis-benchmark argument no NUL.
+    c_value = secrets.token_hex(RECORD_BYTES // 2)
+    c_kafka: Produced | None = None
+    c_redis: Produced | None = None
     results: list[Result] = []
     directory = Path(tempfile.mkdtemp(prefix="sdi-mq-bench-"))
     try:
         results.extend(_log_results(directory, log_batches, repeats, progress))
+        lines = directory / "records.txt"
+        if c_clients:
+            _write_lines(lines, c_value.encode(), c_records)
         with _pinned(CLIENT_CPU):
             progress("starting redis-server")
             with RedisServer() as redis_server:
@@ -577,6 +718,16 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
                     redis_records,
                     repeats,
                 )
+                if c_clients:
+                    progress(f"redis-benchmark: pipelined XADD, {c_records:,} records x {repeats}")
+                    benchmark = c_clients["redis-benchmark"]
+                    c_redis = _produce_runs(
+                        lambda n: _redis_benchmark_produce(
+                            benchmark, host, port, c_value, n, redis_pid
+                        ),
+                        c_records,
+                        repeats,
+                    )
                 progress(f"redis latency: XADD + XREAD BLOCK, {latency_records:,} records")
                 redis_latencies = _redis_latencies(redis_server.url, latency_records, latency_rate)
 
@@ -591,6 +742,14 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
                     kafka_records,
                     repeats,
                 )
+                if c_clients:
+                    progress(f"sdi: kcat produce, {c_records:,} records x {repeats}")
+                    kcat = c_clients["kcat"]
+                    c_kafka = _produce_runs(
+                        lambda n: _kcat_produce(kcat, bootstrap, lines, n, broker_pid),
+                        c_records,
+                        repeats,
+                    )
                 progress(f"sdi latency: produce + consume, {latency_records:,} records")
                 kafka_latencies = _kafka_latencies(broker.bootstrap, latency_records, latency_rate)
             except BaseException:
@@ -618,7 +777,8 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
             f"{SERVER_CPU}, clients to CPU {CLIENT_CPU}; goals: >= 1M records/s, >= 3x redis "
             f"streams. Server CPU busy: sdi {kafka.cpu_share:.0%}, redis-server "
             f"{redis_py.cpu_share:.0%} (redis-py), {hiredis_.cpu_share:.0%} (hiredis): "
-            "a server below 100% was waiting on its client",
+            "a server below 100% was waiting on its client"
+            + (f". C-client rows skipped: {c_skipped}" if c_skipped else ""),
         ),
     )
     results.insert(
@@ -637,7 +797,11 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
             "core would take if the client kept up",
         ),
     )
-    for position, (label, fraction) in enumerate([("p50", 0.5), ("p99", 0.99)], start=2):
+    latency_at = 2
+    if c_kafka is not None and c_redis is not None:
+        results[2:2] = _c_results(c_kafka, c_redis, c_records)
+        latency_at = 4
+    for position, (label, fraction) in enumerate([("p50", 0.5), ("p99", 0.99)], start=latency_at):
         results.insert(
             position,
             Result(
@@ -653,6 +817,38 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
             ),
         )
     return results
+
+
+def _c_results(kafka: Produced, redis: Produced, count: int) -> list[Result]:
+    def busy(produced: Produced) -> str:
+        client = "?" if produced.client_share is None else f"{produced.client_share:.0%}"
+        return f"server {produced.cpu_share:.0%}, client {client}"
+
+    name = "redis streams (redis-benchmark)"
+    return [
+        Result(
+            metric="produce 100 B records, acks=1, C clients",
+            unit="records/s",
+            higher_is_better=True,
+            sdi=kafka.rate,
+            baselines={name: redis.rate},
+            note=f"{count:,} records a run, each run timed from the client's start to its exit "
+            f"(all acknowledged); kcat -P -l from a file, acks=1, linger.ms 5, batch.size 1 MB; "
+            f"redis-benchmark -c 1 -P {PIPELINE:,} XADD; clients on CPU {CLIENT_CPU}, servers on "
+            f"CPU {SERVER_CPU}; goals: >= 1M records/s, >= 3x redis streams. CPU busy: "
+            f"kcat run {busy(kafka)}; redis-benchmark run {busy(redis)} "
+            "(a client near 100% is the limit)",
+        ),
+        Result(
+            metric="produce, C clients, records per server CPU-s",
+            unit="records/cpu-s",
+            higher_is_better=True,
+            sdi=kafka.per_cpu_second,
+            baselines={name: redis.per_cpu_second},
+            note="the same kcat and redis-benchmark runs: records over the server process's "
+            "CPU time meanwhile (/proc/<pid>/stat)",
+        ),
+    ]
 
 
 def _log_results(directory: Path, batches: int, repeats: int, progress: Progress) -> list[Result]:

@@ -213,9 +213,12 @@ def test_committed_offsets_survive_the_coordinator(cluster: list[BrokerProcess])
     consumer.close()
     assert sum(committed.values()) == 100
 
-    # The coordinator is the lowest live broker id: kill it.
-    cluster[0].kill()
-    later = Consumer({"bootstrap.servers": _bootstrap(cluster[1:]), "group.id": "g"})
+    # The coordinator leads __consumer_offsets-0, where the commits are: kill it.
+    [(coordinator, isr)] = _partitions(admin, "__consumer_offsets").values()
+    assert len(isr) == 3
+    cluster[coordinator].kill()
+    survivors = [broker for node, broker in enumerate(cluster) if node != coordinator]
+    later = Consumer({"bootstrap.servers": _bootstrap(survivors), "group.id": "g"})
     again = {tp.partition: tp.offset for tp in later.committed(
         [TopicPartition("events", 0), TopicPartition("events", 1)], timeout=30)}  # fmt: skip
     later.close()

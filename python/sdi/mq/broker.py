@@ -6,8 +6,9 @@ One :class:`Broker` owns a data directory::
     meta/topics/<topic>.json     each topic: partition count, config, id
     meta/producer_ids.json       the next block of producer ids to hand out
     meta/producers/<t>-<p>.json  idempotent producers' state, as of an offset
+    meta/epochs/<t>-<p>.json     where each leader epoch begins in that log
     logs/<topic>-<partition>/    each partition's log (:mod:`sdi.mq.log`)
-    logs/__consumer_offsets/     committed offsets, one record per commit
+    logs/__consumer_offsets-0/   committed offsets: an internal topic, one record per commit
 
 A topic exists once its ``meta/topics`` file does: creation makes the log
 directories first and writes that file last; deletion removes it first.
@@ -15,9 +16,13 @@ Log directories without a topic file are left-overs of a crash and are
 removed on start.
 
 Kafka's record batches are stored as they came (each one an opaque batch of
-the log, its base offset rewritten to the offset the log gave it), so a
-fetch answers with the stored bytes. Appends run on a worker thread, one at
-a time per partition, so an fsync never stalls the event loop.
+the log, its base offset and leader epoch rewritten), so a fetch answers with
+the stored bytes. Appends to a partition go one at a time; those that sync
+every batch run on a worker thread so the fsync does not stall the event loop.
+
+With ``peers`` the broker is one of a replicated cluster (see
+:mod:`sdi.mq.cluster`): topics and leaders come from etcd, and the directory
+holds only this broker's replicas, plus ``etcd/`` for its etcd member.
 
 Embed one in-process:
 
@@ -51,7 +56,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 from sdi.errors import Corrupt, InvalidArgument, ProtocolError, SdiError
 from sdi.mq import protocol as p
@@ -90,7 +94,8 @@ PRODUCER_BATCHES_KEPT = 5
 PRODUCER_ID_BLOCK = 1000
 #: An offset commit's metadata string, at most (Kafka's offset.metadata.max.bytes).
 OFFSET_METADATA_BYTES_MAX = 4096
-OFFSETS_DIR = "__consumer_offsets"
+#: The internal topic that keeps committed offsets (one partition; its leader coordinates groups).
+OFFSETS_TOPIC = "__consumer_offsets"
 
 _PRODUCER_FIELDS = struct.Struct(">qhi")  # producer id, epoch, base sequence at byte 43
 
@@ -113,7 +118,7 @@ class BrokerConfig:
     num_partitions: int = 1
     auto_create_topics: bool = True
     topic_defaults: TopicConfig = field(default_factory=TopicConfig)
-    #: Committed offsets are synced before the commit is acknowledged.
+    #: Commits are synced before they are acknowledged (__consumer_offsets: flush.messages=1).
     offsets_fsync: bool = True
     group_initial_rebalance_delay_ms: int = 300
     group_session_timeout_range_ms: tuple[int, int] = (1_000, 1_800_000)
@@ -282,9 +287,10 @@ class Broker:
             session_timeout_range_ms=config.group_session_timeout_range_ms,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
         )
+        #: Committed offsets, as the leader of __consumer_offsets-0 has them (see _load_offsets).
         self._offsets: dict[tuple[str, str, int], tuple[int, int, str | None]] = {}
-        self._offsets_log: Partition | None = None
-        self._offsets_lock = asyncio.Lock()
+        #: The leader epoch of __consumer_offsets-0 the offsets were loaded under (-1: not).
+        self._offsets_epoch = -1
         self._next_producer_id = 0
         self._producer_id_limit = 0
         self._cluster_id = ""
@@ -354,6 +360,8 @@ class Broker:
         if self.clustered:
             await self._start_etcd()
         await loop.run_in_executor(self._io, self._open)
+        if not self.clustered:
+            await self._ensure_offsets_topic()
         self._groups.start()
         self._housekeeping = [
             loop.create_task(self._every(self.config.retention_check_interval_s, self._retain)),
@@ -454,7 +462,7 @@ class Broker:
             self._next_producer_id = json.loads(ids_file.read_text())["next_block"]
         self._producer_id_limit = self._next_producer_id
         if self.clustered:
-            # Topics come from the cluster's metadata (see _reconcile); offsets live in etcd.
+            # Topics come from the cluster's metadata (see _reconcile).
             return
 
         names = set()
@@ -464,16 +472,9 @@ class Broker:
             self._topics[meta.name] = self._open_topic(meta)
         for directory in (self.data_dir / "logs").iterdir():
             topic, _, index = directory.name.rpartition("-")
-            if directory.name == OFFSETS_DIR:
-                continue
             if topic not in names or not index.isdigit():
                 log.warning("removing %s: it belongs to no topic (a crash mid-create?)", directory)
                 shutil.rmtree(directory, ignore_errors=True)
-        self._offsets_log = Partition(
-            self.data_dir / "logs" / OFFSETS_DIR,
-            fsync="every_batch" if self.config.offsets_fsync else "never",
-        )
-        self._load_offsets()
 
     def _open_topic(self, meta: TopicMeta, hosted: Iterable[int] | None = None) -> _Topic:
         """Opens the logs of ``meta``'s partitions here (``hosted``, else all of them)."""
@@ -505,9 +506,6 @@ class Broker:
                     self._write_producer_snapshot(state)
                     state.log.flush()
                     state.log.close()
-        if self._offsets_log is not None and not self._offsets_log.closed:
-            self._offsets_log.flush()
-            self._offsets_log.close()
 
     async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -839,11 +837,15 @@ class Broker:
     # Topics
     # ------------------------------------------------------------------
 
-    def topics(self) -> dict[str, int]:
-        """Every topic and its partition count."""
+    def topics(self, *, internal: bool = False) -> dict[str, int]:
+        """Every topic and its partition count (``__consumer_offsets`` only with ``internal``)."""
         if self.clustered and self._view is not None:
-            return {name: t.meta.partitions for name, t in self._view.topics.items()}
-        return {name: topic.meta.partitions for name, topic in self._topics.items()}
+            found = {name: t.meta.partitions for name, t in self._view.topics.items()}
+        else:
+            found = {name: topic.meta.partitions for name, topic in self._topics.items()}
+        if not internal:
+            found.pop(OFFSETS_TOPIC, None)
+        return found
 
     async def create_topic(
         self,
@@ -927,6 +929,8 @@ class Broker:
 
     async def delete_topic(self, name: str) -> None:
         """Deletes a topic, its logs and its committed offsets; KeyError if unknown."""
+        if name == OFFSETS_TOPIC:
+            raise InvalidArgument(f"{OFFSETS_TOPIC} is internal and cannot be deleted")
         if self.clustered:
             assert self._metadata is not None
             await self._metadata.delete_topic(name)
@@ -947,8 +951,9 @@ class Broker:
 
             await self._run(remove)
             gone = [key for key in self._offsets if key[1] == name]
-            if gone:
-                await self._store_offsets([(key, None) for key in gone])
+            if gone and self._offsets_ready() is p.ErrorCode.NONE:
+                with contextlib.suppress(_AppendRefusedError):
+                    await self._store_offsets([(key, None) for key in gone])
             log.info("deleted topic %s", name)
 
     async def _auto_create(self, name: str) -> bool:
@@ -970,82 +975,93 @@ class Broker:
     def _offset_key(group: str, topic: str, partition: int) -> bytes:
         return f"{group}\0{topic}\0{partition}".encode()
 
-    def _load_offsets(self) -> None:
-        assert self._offsets_log is not None
-        offset = self._offsets_log.log_start_offset
-        while offset < self._offsets_log.next_offset:
-            records = self._offsets_log.read_records(offset, 1 << 20)
-            for record in records:
-                group, topic, partition = record.key.decode().split("\0")
-                key = (group, topic, int(partition))
-                if not record.value:
-                    self._offsets.pop(key, None)
-                    continue
-                committed, epoch, has_metadata = struct.unpack_from(">qi?", record.value)
-                metadata = record.value[13:].decode() if has_metadata else None
-                self._offsets[key] = (committed, epoch, metadata)
-            offset = records[-1].offset + 1
+    async def _ensure_offsets_topic(self) -> None:
+        """Creates ``__consumer_offsets`` (one partition) if it is not there yet."""
+        if OFFSETS_TOPIC in self.topics(internal=True):
+            return
+        configs: dict[str, str | None] = (
+            {"flush.messages": "1"} if self.config.offsets_fsync else {}
+        )
+        factor = None
+        if self.clustered:
+            live = len(self._view.brokers) if self._view is not None else 1
+            factor = min(self.config.default_replication_factor, live)
+            configs["min.insync.replicas"] = str(min(2, factor))
+        with contextlib.suppress(FileExistsError):
+            await self.create_topic(OFFSETS_TOPIC, 1, configs, replication_factor=factor)
+
+    def _load_offsets(self, state: _PartitionState) -> None:
+        """Reads every commit in ``__consumer_offsets-0`` (on taking its lead)."""
+        offsets: dict[tuple[str, str, int], tuple[int, int, str | None]] = {}
+        offset = state.log.log_start_offset
+        while offset < state.log.next_offset:
+            data = state.log.read_payloads(offset, 1 << 20)
+            for batch in p.decode_record_batches(data):
+                for record in batch.records:
+                    if record.key is None:
+                        continue
+                    group, topic, partition = record.key.decode().split("\0")
+                    key = (group, topic, int(partition))
+                    if not record.value:
+                        offsets.pop(key, None)
+                        continue
+                    committed, epoch, has_metadata = struct.unpack_from(">qi?", record.value)
+                    metadata = record.value[13:].decode() if has_metadata else None
+                    offsets[key] = (committed, epoch, metadata)
+                offset = batch.base_offset + batch.last_offset_delta + 1
+        self._offsets = offsets
+        self._offsets_epoch = state.leader_epoch
+
+    def _offsets_ready(self) -> p.ErrorCode:
+        """NONE when this broker coordinates groups now: it leads __consumer_offsets-0."""
+        state = self._partition(OFFSETS_TOPIC, 0)
+        if state is None or not state.is_leader:
+            if self.clustered and OFFSETS_TOPIC not in self.topics(internal=True):
+                return p.ErrorCode.COORDINATOR_NOT_AVAILABLE
+            return p.ErrorCode.NOT_COORDINATOR
+        if self._offsets_epoch != state.leader_epoch:
+            self._load_offsets(state)
+        return p.ErrorCode.NONE
 
     async def _store_offsets(
         self, entries: Sequence[tuple[tuple[str, str, int], tuple[int, int, str | None] | None]]
     ) -> None:
-        if self.clustered:
-            await self._store_offsets_in_etcd(entries)
-            return
-        keys = [self._offset_key(*key) for key, _ in entries]
-        values = []
-        for _, entry in entries:
-            if entry is None:
-                values.append(b"")
-                continue
-            committed, epoch, metadata = entry
-            encoded = b"" if metadata is None else metadata.encode()
-            values.append(struct.pack(">qi?", committed, epoch, metadata is not None) + encoded)
-        assert self._offsets_log is not None
-        async with self._offsets_lock:
-            await self._run(self._offsets_log.append_records, keys, values, int(time.time() * 1000))
+        """Appends commits (None: delete) to __consumer_offsets-0, acknowledged by every ISR."""
+        state = self._partition(OFFSETS_TOPIC, 0)
+        if state is None or self._offsets_ready() is not p.ErrorCode.NONE:
+            raise _AppendRefusedError(p.ErrorCode.NOT_COORDINATOR, "not the group coordinator")
+        now = _now_ms()
+        records = []
+        for delta, (key, entry) in enumerate(entries):
+            value = None
+            if entry is not None:
+                committed, epoch, metadata = entry
+                encoded = b"" if metadata is None else metadata.encode()
+                value = struct.pack(">qi?", committed, epoch, metadata is not None) + encoded
+            records.append(p.Record(self._offset_key(*key), value, offset=delta, timestamp=now))
+        for start in range(0, len(records), 10_000):
+            chunk = [
+                p.Record(r.key, r.value, offset=n, timestamp=now)
+                for n, r in enumerate(records[start : start + 10_000])
+            ]
+            await self._append_batch(
+                state, p.encode_record_batch(chunk), acks=-1, timeout_ms=10_000
+            )
         for key, entry in entries:
             if entry is None:
                 self._offsets.pop(key, None)
             else:
                 self._offsets[key] = entry
 
-    @staticmethod
-    def _etcd_offset_key(group: str, topic: str, partition: int) -> bytes:
-        return b"/sdi/mq-offsets/" + f"{quote(group, safe='')}/{topic}/{partition}".encode()
-
-    async def _store_offsets_in_etcd(
-        self, entries: Sequence[tuple[tuple[str, str, int], tuple[int, int, str | None] | None]]
-    ) -> None:
-        assert self._etcd is not None
-        # etcd takes at most 128 operations per transaction; each chunk is all-or-nothing.
-        for start in range(0, len(entries), 100):
-            chunk = entries[start : start + 100]
-            puts = [
-                (self._etcd_offset_key(*key), json.dumps(list(entry)).encode(), 0)
-                for key, entry in chunk
-                if entry is not None
-            ]
-            deletes = [self._etcd_offset_key(*key) for key, entry in chunk if entry is None]
-            await self._etcd.txn([], puts, deletes)
-
     async def _group_offsets(
         self, group: str
     ) -> dict[tuple[str, int], tuple[int, int, str | None]]:
         """What ``group`` has committed: (topic, partition) -> (offset, leader epoch, metadata)."""
-        if not self.clustered:
-            return {(t, i): entry for (g, t, i), entry in self._offsets.items() if g == group}
-        assert self._etcd is not None
-        prefix = b"/sdi/mq-offsets/" + quote(group, safe="").encode() + b"/"
-        found: dict[tuple[str, int], tuple[int, int, str | None]] = {}
-        for key, value, _ in await self._etcd.get_prefix(prefix):
-            topic, _, index = key[len(prefix) :].decode().rpartition("/")
-            committed, epoch, metadata = json.loads(value)
-            found[(topic, int(index))] = (int(committed), int(epoch), metadata)
-        return found
+        return {(t, i): entry for (g, t, i), entry in self._offsets.items() if g == group}
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:
-        """The offset ``group`` committed for a partition, if any."""
+        """The offset ``group`` committed for a partition, if any (as the coordinator knows it)."""
+        self._offsets_ready()
         entry = self._offsets.get((group, topic, partition))
         return None if entry is None else entry[0]
 
@@ -1131,7 +1147,9 @@ class Broker:
         while True:
             with self._listening([state]) as arrived:
                 async with state.lock:
-                    data = state.log.read_payloads(offset, max_bytes)
+                    data = b""
+                    if offset < state.hw:
+                        data = _batches_below(state.log.read_payloads(offset, max_bytes), state.hw)
                 if data or time.monotonic() >= deadline:
                     break
                 await self._until(arrived, deadline)
@@ -1228,6 +1246,13 @@ class Broker:
             self._view = view
             await self._reconcile(view)
         await self._shrink_isrs()
+        wanted = min(self.config.default_replication_factor, len(self.config.peers))
+        if (
+            view.controller == self.config.node_id
+            and OFFSETS_TOPIC not in view.topics
+            and len(view.brokers) >= wanted
+        ):
+            await self._ensure_offsets_topic()
 
     async def _refresh(self) -> None:
         """Brings the local view up to date now (after a change this broker made)."""
@@ -1548,12 +1573,17 @@ class Broker:
             for part in topic.partitions:
                 answer = p.ProducePartitionResponse(part.index)
                 state = self._partition(topic.name, part.index)
-                hosted_elsewhere = state is None and part.index < self.topics().get(topic.name, 0)
+                hosted_elsewhere = state is None and part.index < self.topics(internal=True).get(
+                    topic.name, 0
+                )
                 if request.acks not in (0, 1, -1):
                     answer.error_code = p.ErrorCode.INVALID_REQUIRED_ACKS
                 elif request.transactional_id is not None:
                     answer.error_code = p.ErrorCode.INVALID_REQUEST
                     answer.error_message = "transactions are not supported by sdi"
+                elif topic.name == OFFSETS_TOPIC:
+                    answer.error_code = p.ErrorCode.INVALID_TOPIC_EXCEPTION
+                    answer.error_message = f"{OFFSETS_TOPIC} is internal: commit offsets instead"
                 elif hosted_elsewhere:
                     answer.error_code = p.ErrorCode.NOT_LEADER_OR_FOLLOWER
                 elif state is None:
@@ -1613,7 +1643,7 @@ class Broker:
                 if state is None or state.log.closed:
                     answer.error_code = (
                         p.ErrorCode.NOT_LEADER_OR_FOLLOWER
-                        if part.partition < self.topics().get(topic.name, 0)
+                        if part.partition < self.topics(internal=True).get(topic.name, 0)
                         else p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                     )
                     errors = True
@@ -1663,6 +1693,8 @@ class Broker:
         """A follower's fetch at ``offset`` says it has everything below it."""
         if follower not in state.replicas or follower == self.config.node_id:
             return
+        if offset > state.log.next_offset:
+            return  # a diverged follower: it truncates before it counts
         now = time.monotonic()
         state.replica_leo[follower] = offset
         if offset >= state.leo_at_last_fetch.get(follower, 0):
@@ -1689,7 +1721,7 @@ class Broker:
                 if state is None or state.log.closed:
                     answer.error_code = (
                         p.ErrorCode.NOT_LEADER_OR_FOLLOWER
-                        if part.partition_index < self.topics().get(topic.name, 0)
+                        if part.partition_index < self.topics(internal=True).get(topic.name, 0)
                         else p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                     )
                 elif error := self._fetch_error(state, part.current_leader_epoch):
@@ -1727,14 +1759,14 @@ class Broker:
     ) -> p.MetadataResponse:
         names: Iterable[str]
         if request.topics is None or (header.api_version == 0 and not request.topics):
-            names = sorted(self.topics())
+            names = sorted(self.topics(internal=True))
         else:
             names = request.topics
         topics = []
         for name in names:
-            if name not in self.topics() and request.allow_auto_topic_creation:
+            if name not in self.topics(internal=True) and request.allow_auto_topic_creation:
                 await self._auto_create(name)
-            if name not in self.topics():
+            if name not in self.topics(internal=True):
                 code = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                 try:
                     check_topic_name(name)
@@ -1742,7 +1774,11 @@ class Broker:
                     code = p.ErrorCode.INVALID_TOPIC_EXCEPTION
                 topics.append(p.MetadataTopic(name, [], error_code=code))
                 continue
-            topics.append(p.MetadataTopic(name, self._partition_metadata(name)))
+            topics.append(
+                p.MetadataTopic(
+                    name, self._partition_metadata(name), is_internal=name == OFFSETS_TOPIC
+                )
+            )
         if self.clustered and self._view is not None:
             view = self._view
             brokers = [
@@ -1800,31 +1836,35 @@ class Broker:
                 p.ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, "", -1,
                 error_message="transactions are not supported by sdi",
             )  # fmt: skip
+        if self.clustered:
+            await self._ensure_offsets_topic()
         coordinator = self._coordinator()
         if coordinator is None:
             return p.FindCoordinatorResponse(
                 p.ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, "", -1,
-                error_message="no broker is up to coordinate groups yet",
+                error_message="__consumer_offsets has no leader yet; ask again",
             )  # fmt: skip
         node, host, port = coordinator
         return p.FindCoordinatorResponse(p.ErrorCode.NONE, node, host, port)
 
     def _coordinator(self) -> tuple[int, str, int] | None:
-        """The broker that coordinates every group: this one, or in a cluster the lowest live id.
+        """The broker that coordinates every group: the leader of ``__consumer_offsets-0``.
 
         Group membership lives in the coordinator's memory (members join again
-        when it moves); committed offsets live in etcd, so they survive it.
+        when it moves); the committed offsets are that partition's records,
+        replicated like any other, so they survive it.
         """
         if not self.clustered:
             return self.config.node_id, self.advertised_host, self.port
-        if self._view is None or not self._view.brokers:
+        view = self._view
+        state = None if view is None else view.partitions.get((OFFSETS_TOPIC, 0))
+        if view is None or state is None or state.leader not in view.brokers:
             return None
-        info = self._view.brokers[min(self._view.brokers)]
+        info = view.brokers[state.leader]
         return info.node_id, info.host, info.port
 
     def _coordinates(self) -> bool:
-        coordinator = self._coordinator()
-        return coordinator is not None and coordinator[0] == self.config.node_id
+        return self._offsets_ready() is p.ErrorCode.NONE
 
     async def _handle_join_group(
         self, request: p.JoinGroupRequest, header: p.RequestHeader
@@ -1860,8 +1900,9 @@ class Broker:
         allowed = self._groups.check_commit(
             request.group_id, request.generation_id, request.member_id
         )
-        if not self._coordinates():
-            allowed = p.ErrorCode.NOT_COORDINATOR
+        ready = self._offsets_ready()
+        if ready is not p.ErrorCode.NONE:
+            allowed = ready
         entries: list[tuple[tuple[str, str, int], tuple[int, int, str | None] | None]] = []
         answers: list[tuple[str, list[tuple[int, int]]]] = []
         for topic in request.topics:
@@ -1872,7 +1913,11 @@ class Broker:
                     code = p.ErrorCode.INVALID_GROUP_ID
                 elif code is p.ErrorCode.NONE:
                     metadata = part.committed_metadata
-                    if not 0 <= part.partition_index < self.topics().get(topic.name, 0):
+                    if (
+                        not 0
+                        <= part.partition_index
+                        < self.topics(internal=True).get(topic.name, 0)
+                    ):
                         code = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                     elif metadata is not None and len(metadata) > OFFSET_METADATA_BYTES_MAX:
                         code = p.ErrorCode.OFFSET_METADATA_TOO_LARGE
@@ -1885,11 +1930,18 @@ class Broker:
         if entries:
             try:
                 await self._store_offsets(entries)
-            except (SdiError, OSError) as error:
-                log.error("storing committed offsets failed: %s", error)
+            except _AppendRefusedError as refused:
+                log.warning("storing committed offsets failed: %s", refused)
+                # Not stored: NOT_COORDINATOR sends the client to look again, any other
+                # failure (timed out, too few in-sync replicas) is retriable as it is.
+                code = (
+                    p.ErrorCode.NOT_COORDINATOR
+                    if refused.code
+                    in (p.ErrorCode.NOT_COORDINATOR, p.ErrorCode.NOT_LEADER_OR_FOLLOWER)
+                    else p.ErrorCode.COORDINATOR_NOT_AVAILABLE
+                )
                 answers = [
-                    (name, [(index, int(p.ErrorCode.UNKNOWN_SERVER_ERROR)) for index, _ in codes])
-                    for name, codes in answers
+                    (name, [(index, int(code)) for index, _ in codes]) for name, codes in answers
                 ]
         return p.OffsetCommitResponse(answers)
 
@@ -1897,11 +1949,10 @@ class Broker:
         self, request: p.OffsetFetchRequest, header: p.RequestHeader
     ) -> p.OffsetFetchResponse:
         wanted: list[tuple[str, list[int]]]
-        try:
-            committed = await self._group_offsets(request.group_id)
-        except EtcdError as error:
-            log.warning("reading committed offsets failed: %s", error)
-            return p.OffsetFetchResponse([], error_code=p.ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        ready = self._offsets_ready()
+        if ready is not p.ErrorCode.NONE:
+            return p.OffsetFetchResponse([], error_code=ready)
+        committed = await self._group_offsets(request.group_id)
         if request.topics is None:
             by_topic: dict[str, list[int]] = {}
             for topic, partition in sorted(committed):
@@ -1968,6 +2019,8 @@ class Broker:
                 responses.append((name, int(p.ErrorCode.NONE)))
             except KeyError:
                 responses.append((name, int(p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)))
+            except InvalidArgument:
+                responses.append((name, int(p.ErrorCode.INVALID_REQUEST)))
         return p.DeleteTopicsResponse(responses)
 
     async def _handle_offset_for_leader_epoch(
@@ -1980,7 +2033,7 @@ class Broker:
                 state = self._partition(name, part.partition)
                 if state is None or state.log.closed:
                     code: int = p.ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                    if part.partition < self.topics().get(name, 0):
+                    if part.partition < self.topics(internal=True).get(name, 0):
                         code = p.ErrorCode.NOT_LEADER_OR_FOLLOWER
                     answers.append(p.EpochEndOffset(code, part.partition))
                     continue
