@@ -188,3 +188,18 @@ def test_assignors_give_each_subscribed_partition_to_exactly_one_subscriber(
             for topic in wanted:
                 shares = [len(result[m].get(topic, [])) for m in members if topic in members[m]]
                 assert max(shares) - min(shares) <= 1
+
+
+def test_reset_fails_waiting_joins_with_not_coordinator(run_async) -> None:
+    async def scenario() -> None:
+        coordinator = GroupCoordinator(initial_rebalance_delay_ms=10_000)
+        a = await _joined(coordinator, "a")
+        waiting = asyncio.ensure_future(coordinator.join(_join(a), "a", 5))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        coordinator.reset()
+        assert (await waiting).error_code == ErrorCode.NOT_COORDINATOR
+        assert coordinator.groups() == []
+        await coordinator.stop()
+
+    run_async(scenario())

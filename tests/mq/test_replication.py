@@ -183,6 +183,26 @@ def test_killing_leaders_loses_no_acknowledged_record(cluster: list[BrokerProces
     assert len(acked) == 9000
     _check(acked, _stored(bootstrap, "orders", 3))
 
+    # 4. A leader killed and restarted at once, within its lease: it must not lead on
+    # under its old epoch, but step aside until it has caught up.
+    second.restart(120)
+    _wait_for(
+        "every replica back in sync",
+        lambda: all(isr == [0, 1, 2] for _, isr in _partitions(admin, "orders").values()),
+        60,
+    )
+    third = cluster[_partitions(admin, "orders")[1][0]]
+    third.kill()
+    third.restart(120)
+    acked += _produce(bootstrap, "orders", range(9000, 11000), None, -1)
+    assert len(acked) == 11000
+    _check(acked, _stored(bootstrap, "orders", 3))
+    _wait_for(
+        "the quick restarter back in sync",
+        lambda: all(isr == [0, 1, 2] for _, isr in _partitions(admin, "orders").values()),
+        60,
+    )
+
 
 def test_committed_offsets_survive_the_coordinator(cluster: list[BrokerProcess]) -> None:
     bootstrap = _bootstrap(cluster)

@@ -162,6 +162,7 @@ class _PartitionState:
         "index",
         "is_leader",
         "isr",
+        "joining",
         "leader",
         "leader_epoch",
         "leo_at_last_fetch",
@@ -203,6 +204,11 @@ class _PartitionState:
         self.hw_waiters: set[asyncio.Future[None]] = set()
         #: The leader epoch a follower last truncated for (-1: must truncate first).
         self.truncated_for = -1
+        #: Followers this leader has asked to add to the ISR: until the metadata
+        #: shows the outcome they count for the high watermark too (KIP-497's
+        #: "maximal ISR"), so the stored ISR never holds a replica that lacks a
+        #: record below the high watermark.
+        self.joining: set[int] = set()
 
     @property
     def name(self) -> str:
@@ -223,7 +229,11 @@ class _PartitionState:
     def advance_hw(self) -> bool:
         """As leader: the high watermark is the smallest log end among the ISR."""
         ends = [self.log.next_offset]
-        ends += [self.replica_leo.get(node, 0) for node in self.isr if node != self.leader]
+        ends += [
+            self.replica_leo.get(node, 0)
+            for node in set(self.isr) | self.joining
+            if node != self.leader
+        ]
         new = min(ends)
         if new > self.hw:
             self.hw = new
@@ -231,6 +241,13 @@ class _PartitionState:
             self.wake()
             return True
         return False
+
+    def local_end(self, epoch: int) -> int:
+        """Where ``epoch`` ends in this log: the start of the first later epoch, else the end."""
+        for known, start in self.epochs:
+            if known > epoch:
+                return start
+        return self.log.next_offset
 
     def epoch_end(self, epoch: int) -> tuple[int, int]:
         """(largest epoch <= ``epoch``, the offset where it ends) in this log; (-1, -1) if none."""
@@ -308,6 +325,8 @@ class Broker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._changing_isr: set[str] = set()
         self._cleaned_strays = False
+        #: The etcd revision this broker's registration was written at.
+        self._registered_revision = 0
         #: One reconciliation at a time (the loop's and one after a local change).
         self._reconciling = asyncio.Lock()
         if config.peers:
@@ -377,7 +396,9 @@ class Broker:
             self.port = self._server.sockets[0].getsockname()[1]
         if self.clustered:
             assert self._metadata is not None
-            await self._metadata.register(self.advertised_host, self.port)
+            self._registered_revision = await self._metadata.register(
+                self.advertised_host, self.port
+            )
             await self._cluster_step()
             self._spawn(self._cluster_loop())
 
@@ -491,9 +512,11 @@ class Broker:
             )
             state = _PartitionState(meta.name, index, log_, self.config.node_id)
             if self.clustered:
-                # Nobody leads it for this broker until the cluster's metadata says who does.
+                # Nobody leads it for this broker until the cluster's metadata says who
+                # does, and nothing is known to be on every in-sync replica yet.
                 state.is_leader = False
                 state.leader = state.leader_epoch = -1
+                state.hw = log_.log_start_offset
             self._load_producers(state)
             self._load_epochs(state)
             states.append(state)
@@ -1232,6 +1255,10 @@ class Broker:
                 log.warning(
                     "broker %d: cluster metadata unavailable: %s", self.config.node_id, error
                 )
+            except Exception:
+                # A bug of ours must not stop this broker following the cluster.
+                log.exception("broker %d: a pass over the metadata failed", self.config.node_id)
+                await asyncio.sleep(1)
 
     async def _cluster_step(self) -> None:
         """One pass: campaign or act as controller, then follow the metadata, then prune ISRs."""
@@ -1278,8 +1305,22 @@ class Broker:
             await self._run(self._remove_stray_logs)
         for (name, index), wanted_state in view.partitions.items():
             state = self._partition(name, index)
-            if state is not None:
-                self._apply_partition_state(state, wanted_state)
+            if state is None:
+                continue
+            if (
+                me in wanted_state.isr
+                and wanted_state.mod_revision < self._registered_revision
+                and self._metadata is not None
+            ):
+                # This broker restarted: it leaves the ISRs it was in (and gives up the
+                # lead) until it has caught up again, unless it is the only copy left.
+                stepped = Controller._next_state(wanted_state, set(view.brokers), {me})
+                if stepped != wanted_state and await self._metadata.update_partition(
+                    name, index, wanted_state, stepped
+                ):
+                    log.info("%s: restarted, so out of the isr until caught up", state.name)
+                    continue
+            self._apply_partition_state(state, wanted_state)
         leaders = {
             state.leader
             for topic in self._topics.values()
@@ -1321,14 +1362,22 @@ class Broker:
         state.isr = wanted.isr
         state.replicas = wanted.replicas
         state.mod_revision = wanted.mod_revision
+        state.joining -= set(wanted.isr)
+        if wanted.leader == me and wanted.mod_revision < self._registered_revision:
+            # Leadership given to this broker's previous life: it may have lost
+            # what it had not synced, so it waits for the controller to elect anew.
+            wanted = replace(wanted, leader=-1)
         if wanted.leader == me:
             if not state.is_leader or state.leader_epoch != wanted.leader_epoch:
                 log.info("%s: leading under epoch %d", state.name, wanted.leader_epoch)
+                self._record_epoch(state, wanted.leader_epoch, state.log.next_offset)
                 state.is_leader = True
                 state.leader = me
                 state.leader_epoch = wanted.leader_epoch
-                self._record_epoch(state, wanted.leader_epoch, state.log.next_offset)
                 state.truncated_for = wanted.leader_epoch
+                state.joining.clear()
+                if state.topic == OFFSETS_TOPIC:
+                    self._groups.reset()
                 now = time.monotonic()
                 state.replica_leo.clear()
                 state.leo_at_last_fetch.clear()
@@ -1345,10 +1394,14 @@ class Broker:
                 "%s: following broker %d under epoch %d",
                 state.name, wanted.leader, wanted.leader_epoch,
             )  # fmt: skip
+            if state.is_leader and state.topic == OFFSETS_TOPIC:
+                self._groups.reset()
+                self._offsets_epoch = -1
             state.is_leader = False
             state.leader = wanted.leader
             state.leader_epoch = wanted.leader_epoch
             state.truncated_for = -1
+            state.joining.clear()
             state.wake_hw()
             state.wake()
 
@@ -1386,17 +1439,24 @@ class Broker:
                         [(s.topic, s.index, s.log.next_offset, s.leader_epoch) for s in ready],
                         max_wait_ms=self.config.replica_fetch_wait_max_ms,
                     )
-                    by_name = {(s.topic, s.index): s for s in ready}
+                    asked = {(s.topic, s.index): (s, s.leader_epoch) for s in ready}
                     for part in fetched:
-                        state = by_name.get((part.topic, part.partition))
+                        state, epoch = asked.get((part.topic, part.partition), (None, -1))
                         if state is not None:
-                            await self._apply_fetched(state, part)
+                            await self._apply_fetched(state, part, leader, epoch)
                 except (OSError, ConnectionError, ProtocolError, TimeoutError) as error:
                     log.info("broker %d: fetching from broker %d: %s", me, leader, error)
                     if connection is not None:
                         await connection.close()
                         connection = None
                     await asyncio.sleep(0.2)
+                except Exception:
+                    # Say so and keep trying: replication must not stop silently.
+                    log.exception("broker %d: replicating from broker %d failed", me, leader)
+                    if connection is not None:
+                        await connection.close()
+                        connection = None
+                    await asyncio.sleep(1)
         finally:
             if connection is not None:
                 await connection.close()
@@ -1419,22 +1479,29 @@ class Broker:
             async with state.lock:
                 if state.is_leader or state.leader_epoch != epoch or state.log.closed:
                     continue
-                if leader_epoch < 0:
-                    # The leader has none of our epochs: keep only what was committed.
-                    target = state.hw
-                else:
-                    target = min(end, state.epoch_end(leader_epoch)[1])
+                # Where the leader's copy of that epoch ends, or ours; when the leader
+                # has none of our epochs, only what was committed is kept.
+                target = state.hw if leader_epoch < 0 else min(end, state.local_end(leader_epoch))
+                target = max(state.log.log_start_offset, target)
                 if target < state.log.next_offset:
                     log.info("%s: truncating from %d to %d to match the leader",
                              state.name, state.log.next_offset, target)  # fmt: skip
-                    try:
-                        await self._run(self._truncate, state, target)
-                    except InvalidArgument:
-                        # Not a batch boundary here: fall back to where our last epoch began.
-                        await self._run(self._truncate, state, state.epochs[-1][1])
+                    await self._run(
+                        self._truncate, state, self._boundary_at_or_below(state, target)
+                    )
                 state.truncated_for = epoch
 
-    async def _apply_fetched(self, state: _PartitionState, part: FetchedPartition) -> None:
+    @staticmethod
+    def _boundary_at_or_below(state: _PartitionState, offset: int) -> int:
+        """Where the batch holding ``offset`` starts (``offset`` itself at the log end)."""
+        if offset >= state.log.next_offset or offset <= state.log.log_start_offset:
+            return offset
+        data = state.log.read_payloads(offset, 1)
+        return int.from_bytes(data[:8], "big", signed=True) if len(data) >= 8 else offset
+
+    async def _apply_fetched(
+        self, state: _PartitionState, part: FetchedPartition, leader: int, epoch: int
+    ) -> None:
         if part.error_code == p.ErrorCode.OFFSET_OUT_OF_RANGE:
             state.truncated_for = -1  # agree on the log again before going on
             return
@@ -1444,6 +1511,8 @@ class Broker:
         async with state.lock:
             if state.is_leader or state.log.closed:
                 return
+            if (state.leader, state.leader_epoch, state.truncated_for) != (leader, epoch, epoch):
+                return  # an answer from a leadership this replica no longer follows
             data = part.records
             if data:
                 try:
@@ -1478,6 +1547,9 @@ class Broker:
             for state in topic.partitions:
                 if not state.is_leader or len(state.isr) <= 1:
                     continue
+                for node in list(state.joining):
+                    if now - state.caught_up_at.get(node, now) > lag:
+                        state.joining.discard(node)
                 behind = [
                     node
                     for node in state.isr
@@ -1502,10 +1574,10 @@ class Broker:
             ):
                 log.info("%s: isr %s -> %s", state.name, list(current.isr), list(isr))
                 state.isr = isr
-                state.mod_revision = -1  # stale until the next read of the metadata
+                # mod_revision stays the old one: the next change waits for a fresh read.
                 if not state.advance_hw():
                     state.wake_hw()
-        except EtcdError as error:
+        except (EtcdError, InvalidArgument) as error:
             log.warning("%s: changing the isr failed: %s", state.name, error)
         finally:
             self._changing_isr.discard(state.name)
@@ -1703,10 +1775,12 @@ class Broker:
         state.advance_hw()
         if (
             follower not in state.isr
+            and follower not in state.joining
             and offset >= state.hw
             and state.epochs
             and offset >= state.epochs[-1][1]
         ):
+            state.joining.add(follower)
             self._spawn(self._change_isr(state, (*state.isr, follower)))
 
     async def _handle_list_offsets(
@@ -1836,8 +1910,6 @@ class Broker:
                 p.ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, "", -1,
                 error_message="transactions are not supported by sdi",
             )  # fmt: skip
-        if self.clustered:
-            await self._ensure_offsets_topic()
         coordinator = self._coordinator()
         if coordinator is None:
             return p.FindCoordinatorResponse(

@@ -129,20 +129,25 @@ class ClusterMetadata:
 
     # -- membership -----------------------------------------------------------
 
-    async def register(self, host: str, port: int) -> None:
-        """Announces this broker (a new incarnation) and keeps its lease alive."""
-        self._info = BrokerInfo(self.node_id, host, port, self.incarnation)
-        await self._put_registration()
-        self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+    async def register(self, host: str, port: int) -> int:
+        """Announces this broker (a new incarnation) and keeps its lease alive.
 
-    async def _put_registration(self) -> None:
+        Returns the etcd revision of the registration: partition states older
+        than it were written before this incarnation existed.
+        """
+        self._info = BrokerInfo(self.node_id, host, port, self.incarnation)
+        revision = await self._put_registration()
+        self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+        return revision
+
+    async def _put_registration(self) -> int:
         assert self._info is not None
         self._lease = await self.etcd.lease_grant(BROKER_TTL_SECONDS)
         info = self._info
         value = json.dumps(
             {"host": info.host, "port": info.port, "incarnation": info.incarnation}
         ).encode()
-        await self.etcd.put(_key("brokers", self.node_id), value, lease=self._lease)
+        return await self.etcd.put(_key("brokers", self.node_id), value, lease=self._lease)
 
     async def _keep_alive(self) -> None:
         while True:

@@ -140,6 +140,19 @@ class GroupCoordinator:
             for member in group.members.values():
                 self._fail_waiters(group, member, ErrorCode.COORDINATOR_NOT_AVAILABLE)
 
+    def reset(self) -> None:
+        """Forgets every group (this broker stopped or started coordinating).
+
+        Joins and syncs still waiting get NOT_COORDINATOR, so their clients
+        look for the coordinator again.
+        """
+        for group in self._groups.values():
+            if group.rebalance_timer is not None:
+                group.rebalance_timer.cancel()
+            for member in group.members.values():
+                self._fail_waiters(group, member, ErrorCode.NOT_COORDINATOR)
+        self._groups.clear()
+
     # -- queries ------------------------------------------------------------
 
     def state(self, group_id: str) -> GroupState | None:
