@@ -1530,9 +1530,16 @@ class Broker:
                     epoch = int.from_bytes(batch[12:16], "big", signed=True)
                     if epoch >= 0 and (not state.epochs or epoch > state.epochs[-1][0]):
                         self._record_epoch(state, epoch, base)
-                    state.log.append_payload(
-                        batch, info.last_offset_delta + 1, info.first_timestamp, info.max_timestamp
+                    arguments = (
+                        batch,
+                        info.last_offset_delta + 1,
+                        info.first_timestamp,
+                        info.max_timestamp,
                     )
+                    if self._topics[state.topic].meta.config.fsync == "every_batch":
+                        await self._run(state.log.append_payload, *arguments)
+                    else:
+                        state.log.append_payload(*arguments)
                     if info.producer_id >= 0:
                         self._remember(state, info, base)
                 if not state.dirty_since:
@@ -1801,7 +1808,12 @@ class Broker:
                 elif error := self._fetch_error(state, part.current_leader_epoch):
                     answer.error_code = error
                 elif part.timestamp == -1:  # latest: what consumers may read up to
-                    answer.offset = state.hw
+                    if state.epochs and state.hw < state.epochs[-1][1]:
+                        # A new leader whose high watermark has not yet reached its epoch's
+                        # start would answer an offset that goes backwards (KIP-207).
+                        answer.error_code = p.ErrorCode.OFFSET_NOT_AVAILABLE
+                    else:
+                        answer.offset = state.hw
                 elif part.timestamp == -2:  # earliest
                     answer.offset = state.log.log_start_offset
                 elif part.timestamp < 0:
