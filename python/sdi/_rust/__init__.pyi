@@ -4,12 +4,13 @@ A package-style stub, because the module has compiled submodules
 (``sdi._rust.ring``, ``sdi._rust.exchange``) that each get their own stub file.
 """
 
+from . import ec as ec
 from . import exchange as exchange
 from . import log as log
 from . import marketdata as marketdata
 from . import ring as ring
 
-__all__ = ["__version__", "_panic_for_test", "exchange", "log", "marketdata", "ring"]
+__all__ = ["__version__", "_panic_for_test", "ec", "exchange", "log", "marketdata", "ring"]
 
 __version__: str
 

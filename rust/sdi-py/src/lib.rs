@@ -7,6 +7,7 @@
 
 use pyo3::prelude::*;
 
+mod ec;
 mod errors;
 mod exchange;
 mod log;
@@ -30,5 +31,6 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     exchange::register(m)?;
     marketdata::register(m)?;
     log::register(m)?;
+    ec::register(m)?;
     Ok(())
 }
