@@ -295,3 +295,33 @@ def test_list_offsets_by_time_finds_the_first_record_at_or_after(tmp_path: Path,
             assert await offset_for(broker, -1) == (-1, 4)
 
     run_async(scenario())
+
+
+def test_a_long_silent_idempotent_producer_is_forgotten(tmp_path: Path, run_async) -> None:
+    async def scenario() -> None:
+        async with Broker(_config(tmp_path)) as broker:
+            await broker.create_topic("t")
+            old = p.encode_record_batch(
+                [p.Record(None, b"v", timestamp=1_000)], producer_id=7, producer_epoch=0,
+                base_sequence=0,
+            )  # fmt: skip
+            now = int(time.time() * 1000)
+            fresh = p.encode_record_batch(
+                [p.Record(None, b"v", timestamp=now)], producer_id=8, producer_epoch=0,
+                base_sequence=0,
+            )  # fmt: skip
+            for batch in (old, fresh):
+                reader = await _request(broker, p.PRODUCE, 3, _produce_body("t", 0, batch))
+                assert _produce_answer(reader)[0] == 0
+            await broker._snapshot_producers()
+            [state] = broker._topics["t"].partitions
+            # The producer last heard from in 1970 is gone; the fresh one stays.
+            assert set(state.producers) == {8}
+            gone = p.encode_record_batch(
+                [p.Record(None, b"w", timestamp=2_000)], producer_id=7, producer_epoch=0,
+                base_sequence=1,
+            )  # fmt: skip
+            reader = await _request(broker, p.PRODUCE, 3, _produce_body("t", 0, gone))
+            assert _produce_answer(reader)[0] == p.ErrorCode.UNKNOWN_PRODUCER_ID
+
+    run_async(scenario())

@@ -90,6 +90,8 @@ log = logging.getLogger("sdi.mq")
 #: are remembered to recognise a retried one (Kafka remembers 5, the most a
 #: producer may have in flight).
 PRODUCER_BATCHES_KEPT = 5
+#: An idempotent producer silent this long is forgotten (Kafka's producer.id.expiration.ms).
+PRODUCER_EXPIRATION_MS = 24 * 3600 * 1000
 #: Producer ids are handed out in blocks; a restart skips the rest of a block.
 PRODUCER_ID_BLOCK = 1000
 #: An offset commit's metadata string, at most (Kafka's offset.metadata.max.bytes).
@@ -144,6 +146,8 @@ class _Producer:
     batches: deque[tuple[int, int, int]] = field(
         default_factory=lambda: deque(maxlen=PRODUCER_BATCHES_KEPT)
     )
+    #: The newest record timestamp this producer wrote here (ms).
+    last_ms: int = 0
 
 
 class _PartitionState:
@@ -641,10 +645,14 @@ class Broker:
         return self._meta("producers", f"{state.name}.json")
 
     def _write_producer_snapshot(self, state: _PartitionState) -> None:
+        # Producers silent for longer than Kafka's producer.id.expiration.ms are forgotten.
+        oldest = _now_ms() - PRODUCER_EXPIRATION_MS
+        for pid in [pid for pid, producer in state.producers.items() if producer.last_ms < oldest]:
+            del state.producers[pid]
         snapshot = {
             "offset": state.log.next_offset,
             "producers": {
-                str(pid): [producer.epoch, list(producer.batches)]
+                str(pid): [producer.epoch, list(producer.batches), producer.last_ms]
                 for pid, producer in state.producers.items()
             },
         }
@@ -658,9 +666,10 @@ class Broker:
             snapshot = json.loads(path.read_text())
             if state.log.log_start_offset <= snapshot["offset"] <= state.log.next_offset:
                 start = snapshot["offset"]
-                for pid, (epoch, batches) in snapshot["producers"].items():
+                for pid, (epoch, batches, *rest) in snapshot["producers"].items():
                     producer = state.producers[int(pid)] = _Producer(epoch)
                     producer.batches.extend(tuple(batch) for batch in batches)
+                    producer.last_ms = int(rest[0]) if rest else _now_ms()
         start = max(start, state.log.log_start_offset)
         while start < state.log.next_offset:
             data = state.log.read_payloads(start, 1 << 20)
@@ -682,6 +691,7 @@ class Broker:
             producer = state.producers[info.producer_id] = _Producer(info.producer_epoch)
         last = _sequence_after(info.base_sequence, info.last_offset_delta)
         producer.batches.append((info.base_sequence, last, base_offset))
+        producer.last_ms = max(producer.last_ms, info.max_timestamp)
 
     def _check_sequence(self, state: _PartitionState, info: p.BatchInfo) -> int | None:
         """Kafka's sequence rule; the base offset of a retried batch, or None for a new one."""

@@ -304,15 +304,18 @@ class DataNode:
     def stat(self, object_id: str) -> ObjectInfo:
         """Where ``object_id`` is; KeyError if it is not stored (or deleted)."""
         with self._lock:
-            row = (
-                self._conn()
-                .execute(
-                    "SELECT file_id, offset, size, crc, stored_ms FROM objects"
-                    " WHERE object_id = ? AND deleted_ms IS NULL",
-                    (object_id,),
-                )
-                .fetchone()
+            return self._stat(object_id)
+
+    def _stat(self, object_id: str) -> ObjectInfo:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT file_id, offset, size, crc, stored_ms FROM objects"
+                " WHERE object_id = ? AND deleted_ms IS NULL",
+                (object_id,),
             )
+            .fetchone()
+        )
         if row is None:
             raise KeyError(object_id)
         return ObjectInfo(object_id, *row)
@@ -326,8 +329,8 @@ class DataNode:
 
     def get(self, object_id: str) -> bytes:
         """The object's bytes, checksum checked; KeyError if absent, Corrupt if rotten."""
-        info = self.stat(object_id)
-        with self._lock:
+        with self._lock:  # one lock for both: compaction cannot move it in between
+            info = self._stat(object_id)
             data = self._read(info.file_id, info.offset, info.size)
         if crc32c(data) != info.crc32c:
             raise Corrupt(
@@ -338,12 +341,12 @@ class DataNode:
 
     def get_range(self, object_id: str, start: int, length: int) -> bytes:
         """``length`` bytes from ``start`` (cut at the end); not checksummed (use :meth:`get`)."""
-        info = self.stat(object_id)
         if start < 0 or length < 0:
             raise InvalidArgument(f"range start {start} and length {length} must not be negative")
-        if start >= info.size:
-            return b""
         with self._lock:
+            info = self._stat(object_id)
+            if start >= info.size:
+                return b""
             return self._read(info.file_id, info.offset + start, min(length, info.size - start))
 
     def _read(self, file_id: int, offset: int, size: int) -> bytes:
