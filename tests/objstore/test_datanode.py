@@ -119,12 +119,23 @@ WRITER = textwrap.dedent(
         print(n, flush=True)
         n += 1
         if n % 7 == 0:
+            print(f"deleting {n - 3}", flush=True)
             node.delete(f"obj-{n - 3:06d}")
             print(f"deleted {n - 3}", flush=True)
         if n % 50 == 0:
             node.compact(live_ratio_below=0.99)
     """
 )
+
+
+def _take(line: str, acked: set[int], deleted: set[int], deleting: set[int]) -> None:
+    """Sorts one line the writer printed into the set it belongs to."""
+    if line.startswith("deleting"):
+        deleting.add(int(line.split()[1]))
+    elif line.startswith("deleted"):
+        deleted.add(int(line.split()[1]))
+    elif line.strip():
+        acked.add(int(line))
 
 
 def test_sigkill_during_a_put_storm_keeps_every_acknowledged_object(tmp_path: Path) -> None:
@@ -137,19 +148,22 @@ def test_sigkill_during_a_put_storm_keeps_every_acknowledged_object(tmp_path: Pa
         assert process.stdout is not None
         acked: set[int] = set()
         deleted: set[int] = set()
+        deleting: set[int] = set()  # a kill between the delete and its "deleted": either way
         deadline = time.monotonic() + 0.6 + 0.3 * round_
+
         for line in process.stdout:
-            if line.startswith("deleted"):
-                deleted.add(int(line.split()[1]))
-            else:
-                acked.add(int(line))
+            _take(line, acked, deleted, deleting)
             if time.monotonic() > deadline:
                 break
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+        # What it printed before it died is in the pipe still: a delete may be among it.
+        for line in process.stdout.read().splitlines():
+            if line.startswith("deleting"):
+                _take(line, acked, deleted, deleting)
         process.stdout.close()
         with DataNode(tmp_path, file_bytes_max=1 << 16) as node:
-            for n in acked - deleted:
+            for n in acked - deleting:
                 assert node.get(f"obj-{n:06d}") == (b"%06d" % n) * 50
             for n in deleted:
                 assert not node.exists(f"obj-{n:06d}")
