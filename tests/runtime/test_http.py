@@ -90,7 +90,9 @@ def test_bad_requests_get_their_status_and_the_server_keeps_serving(run_async) -
             (b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 413),
             (b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n" + b"x" * 11, 413),
             (b"GET / HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n", 431),
             (b"GET /boom HTTP/1.1\r\nConnection: close\r\n\r\n", 500),
         ]
@@ -138,5 +140,21 @@ def test_stop_lets_a_request_in_flight_finish(run_async) -> None:
             pass
         else:
             raise AssertionError("the server still accepted a connection after stop()")
+
+    run_async(scenario())
+
+
+def test_chunked_bodies_and_expect_100_continue(run_async) -> None:
+    async def scenario() -> None:
+        server = HttpServer(_echo)
+        port = await server.start("127.0.0.1", 0)
+        reply = await _exchange(
+            port,
+            b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+        )
+        assert reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")
+        assert b"hello world" in reply
+        await server.stop()
 
     run_async(scenario())

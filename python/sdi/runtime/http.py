@@ -1,9 +1,11 @@
 """A small HTTP/1.1 server on asyncio streams, for sdi's JSON and status endpoints.
 
-It handles what a browser, curl or a JSON client sends: keep-alive, bodies
-with ``Content-Length``, ``HEAD``, and bounded headers and bodies (a request
-past a limit gets ``413`` or ``431`` and the connection is closed). It does not
-do chunked request bodies or TLS; a service that needs them brings its own.
+It handles what a browser, curl, a JSON client or an S3 SDK sends:
+keep-alive, bodies by ``Content-Length`` or chunked, ``Expect: 100-continue``,
+``HEAD`` (a response may state the ``Content-Length`` a GET would have), and
+bounded headers and bodies (a request past a limit gets ``413`` or ``431``
+and the connection is closed). Error responses come from a factory, so a
+service can answer in its own format (JSON by default). No TLS.
 
 >>> import asyncio
 >>> async def hello(request: Request) -> Response:
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["HttpServer", "Request", "Response"]
+__all__ = ["ErrorFactory", "HttpServer", "Request", "Response", "json_error"]
 
 REQUEST_HEAD_BYTES_MAX = 16 * 1024
 REQUEST_BODY_BYTES_MAX = 1024 * 1024
@@ -65,6 +67,8 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    #: The Content-Length to announce when it is not the body's (a HEAD answer).
+    content_length: int | None = None
 
     @classmethod
     def json(cls, value: object, status: int = 200) -> Response:
@@ -80,12 +84,20 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: Builds the response for a request the server itself refuses: (status, code, message).
+ErrorFactory = Callable[[int, str, str], Response]
+
+
+def json_error(status: int, code: str, message: str) -> Response:
+    """The default error response: ``{"error": message, "status": status}``."""
+    return Response.error(status, message)
 
 
 class _BadRequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 class HttpServer:
@@ -97,8 +109,10 @@ class HttpServer:
         *,
         body_bytes_max: int = REQUEST_BODY_BYTES_MAX,
         head_bytes_max: int = REQUEST_HEAD_BYTES_MAX,
+        errors: ErrorFactory = json_error,
     ) -> None:
         self._handler = handler
+        self._errors = errors
         self._body_bytes_max = body_bytes_max
         self._head_bytes_max = head_bytes_max
         self._server: asyncio.Server | None = None
@@ -139,6 +153,8 @@ class HttpServer:
             await self._serve(reader, writer, task)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            pass  # stop() ends idle connections this way
         finally:
             self._connections.discard(task)
             self._busy.discard(task)
@@ -154,36 +170,71 @@ class HttpServer:
                 async with asyncio.timeout(KEEP_ALIVE_SECONDS):
                     head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.LimitOverrunError:
-                await self._send(writer, Response.error(431, "request head too large"), "", False)
+                refusal = self._errors(
+                    431, "RequestHeaderSectionTooLarge", "request head too large"
+                )
+                await self._send(writer, refusal, "", False)
                 return
             except asyncio.IncompleteReadError:
                 return
             self._busy.add(task)
             try:
                 request = self._parse_head(head)
-                length = int(request.headers.get("content-length", "0") or "0")
-                if length < 0:
-                    raise _BadRequestError(400, "negative Content-Length")
-                if length > self._body_bytes_max:
-                    raise _BadRequestError(413, f"body over {self._body_bytes_max} bytes")
-                if request.headers.get("transfer-encoding"):
-                    raise _BadRequestError(501, "chunked request bodies are not supported here")
-                request.body = await reader.readexactly(length) if length else b""
+                request.body = await self._read_body(reader, writer, request.headers)
             except _BadRequestError as bad:
-                await self._send(writer, Response.error(bad.status, str(bad)), "", False)
-                return
-            except ValueError:
-                await self._send(writer, Response.error(400, "bad Content-Length"), "", False)
+                await self._send(writer, self._errors(bad.status, bad.code, str(bad)), "", False)
                 return
             keep_alive = self._keep_alive(request)
             try:
                 response = await self._handler(request)
             except Exception as error:  # A handler bug must not kill the server.
-                response = Response.error(500, f"internal error: {type(error).__name__}")
+                response = self._errors(
+                    500, "InternalError", f"internal error: {type(error).__name__}"
+                )
             await self._send(writer, response, request.method, keep_alive)
             self._busy.discard(task)
             if not keep_alive:
                 return
+
+    async def _read_body(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> bytes:
+        """The body by Content-Length or chunked, after a 100 Continue if one is expected."""
+        encoding = headers.get("transfer-encoding", "").lower()
+        if encoding and encoding != "chunked":
+            raise _BadRequestError(501, "NotImplemented", f"transfer-encoding {encoding!r}")
+        chunked = encoding == "chunked"
+        length_text = headers.get("content-length", "0") or "0"
+        if not length_text.isdigit():
+            raise _BadRequestError(400, "InvalidArgument", "bad Content-Length")
+        length = int(length_text)
+        if length > self._body_bytes_max:
+            raise _BadRequestError(413, "EntityTooLarge", f"body over {self._body_bytes_max} bytes")
+        if headers.get("expect", "").lower() == "100-continue" and (length or chunked):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+        if not chunked:
+            return await reader.readexactly(length) if length else b""
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError as error:
+                raise _BadRequestError(400, "IncompleteBody", "malformed chunk size") from error
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass  # trailers
+                return b"".join(parts)
+            total += size
+            if total > self._body_bytes_max:
+                raise _BadRequestError(
+                    413, "EntityTooLarge", f"body over {self._body_bytes_max} bytes"
+                )
+            parts.append(await reader.readexactly(size))
+            if await reader.readexactly(2) != b"\r\n":
+                raise _BadRequestError(400, "IncompleteBody", "a chunk does not end with CRLF")
 
     @staticmethod
     def _keep_alive(request: Request) -> bool:
@@ -197,11 +248,11 @@ class HttpServer:
         try:
             text = head.decode("latin-1")
         except UnicodeDecodeError as error:  # pragma: no cover - latin-1 decodes every byte
-            raise _BadRequestError(400, "undecodable request head") from error
+            raise _BadRequestError(400, "BadRequest", "undecodable request head") from error
         lines = text.split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _BadRequestError(400, "malformed request line")
+            raise _BadRequestError(400, "BadRequest", "malformed request line")
         method, target, version = parts
         headers: dict[str, str] = {}
         for line in lines[1:]:
@@ -209,8 +260,10 @@ class HttpServer:
                 continue
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
-                raise _BadRequestError(400, f"malformed header line {line[:40]!r}")
-            headers[name.lower()] = value.strip()
+                raise _BadRequestError(400, "BadRequest", f"malformed header line {line[:40]!r}")
+            name, value = name.lower(), value.strip()
+            # A header sent twice is one list, comma-separated (RFC 9110 5.3).
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
         return Request(method, target, version, headers)
 
     async def _send(
@@ -220,16 +273,19 @@ class HttpServer:
             reason = HTTPStatus(response.status).phrase
         except ValueError:
             reason = ""
+        length = len(response.body) if response.content_length is None else response.content_length
         headers = {
             "server": "sdi",
-            "content-length": str(len(response.body)),
+            "content-length": str(length),
             "connection": "keep-alive" if keep_alive else "close",
             **response.headers,
         }
+        if response.status in (204, 304):
+            del headers["content-length"]
         head = f"HTTP/1.1 {response.status} {reason}\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in headers.items()
         )
-        writer.write(head.encode("latin-1") + b"\r\n")
-        if method != "HEAD":
+        writer.write(head.encode("utf-8") + b"\r\n")
+        if method != "HEAD" and response.body:
             writer.write(response.body)
         await writer.drain()
