@@ -1,0 +1,363 @@
+"""The S3 API: ``sdi serve objects`` through boto3, beside a plain file on the same disk.
+
+The server runs as its own process (``sdi serve objects``, SigV4 with the dev
+key pair, path-style addressing), pinned to CPU 0; the client runs here, on
+CPU 1 (when there are two). Everything lives in one temporary directory, so
+the server's data and the baseline files share a disk.
+
+* **PUT 64 MiB objects**: boto3 ``put_object`` of the same random bytes,
+  one object a call, a fresh key each, timed from the call to its return
+  (the service has stored the object and ``fdatasync``-ed it, and committed
+  its index and metadata, before it answers). Baseline: ``os.write`` of the
+  same bytes to a new file in the same directory, then ``os.fsync``.
+  Interleaved repeat by repeat, so a noisy spell hits both.
+* **GET 64 MiB objects**: boto3 ``get_object`` and ``Body.read()`` of each
+  object just written, beside ``os.read`` of each file just written (both
+  from the page cache, most likely). The first GET must return exactly the
+  bytes PUT, or the run fails.
+* **small-object PUTs**: 4 KiB objects, sequential, one client, a fresh key
+  each: boto3 ``put_object``, beside ``open``/``write``/``fsync``/``close``
+  of a new 4 KiB file each, and beside the data node the service stores into
+  (``sdi.objstore.datanode.DataNode.put``, fsync on) called in this process:
+  what HTTP, SigV4 and the metadata store add on top of storage.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from harness import Progress, Result, Scale  # noqa: E402
+from sdi.objstore.datanode import DataNode  # noqa: E402
+from sdi.testing.servers import free_port  # noqa: E402
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+ACCESS_KEY = "sdi"
+SECRET_KEY = "sdi-secret-key"
+BUCKET = "sdi-bench"
+SMALL_BYTES = 4096
+MB = 1e6
+
+SIZES = {
+    # scale: (large object bytes, large repeats, small objects per run, small repeats)
+    "tiny": (1 << 20, 2, 50, 1),
+    "quick": (64 << 20, 3, 300, 3),
+    "full": (64 << 20, 7, 1000, 5),
+}
+
+
+# --- processes and CPUs --------------------------------------------------------------
+
+
+def _two_cpus() -> bool:
+    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+
+
+def _pin_process(pid: int, cpu: int) -> None:
+    """Pins every thread of process ``pid`` to ``cpu`` (threads it starts later inherit it)."""
+    if not _two_cpus():
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
+@contextlib.contextmanager
+def _pinned(cpu: int) -> Iterator[None]:
+    """This thread (and the threads it starts) on ``cpu`` for the block."""
+    if not _two_cpus():
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+class ObjectsServer:
+    """``sdi serve objects`` as a subprocess on a free port, its output drained by a thread."""
+
+    def __init__(self, data_dir: Path, startup_timeout: float = 60.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [
+            *[sys.executable, "-m", "sdi.cli"],
+            *["serve", "objects", "--host", "127.0.0.1", "--port", str(self.port)],
+            *["--data-dir", str(data_dir)],
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["SDI_S3_ACCESS_KEY"], env["SDI_S3_SECRET_KEY"] = ACCESS_KEY, SECRET_KEY
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.output: collections.deque[str] = collections.deque(maxlen=200)
+        lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._drain, args=(lines,), daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + startup_timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RuntimeError(self.failure("did not say it listens within 60 s"))
+                try:
+                    line = lines.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    raise RuntimeError(self.failure("exited before it listened"))
+                if "listening on http://" in line:
+                    break
+        except BaseException:
+            self.stop(check=False)
+            raise
+        _pin_process(self.process.pid, SERVER_CPU)
+
+    def _drain(self, lines: queue.Queue[str | None]) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    def failure(self, what: str) -> str:
+        return f"sdi serve objects {what}; it printed:\n{''.join(self.output)}"
+
+    def stop(self, check: bool = True) -> None:
+        """SIGINT (the contract's clean stop), then SIGKILL after 30 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        if check and self.process.returncode != 0:
+            raise RuntimeError(self.failure(f"stopped with exit code {self.process.returncode}"))
+
+
+def _client(url: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+    )
+
+
+# --- the plain-file baselines ----------------------------------------------------------
+
+
+def _file_write(path: Path, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _file_read(path: Path) -> bytes:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        done = 0
+        while done < size:
+            count = os.readv(descriptor, [view[done:]])
+            if count == 0:
+                break
+            done += count
+        return bytes(buffer) if done == size else bytes(buffer[:done])
+    finally:
+        os.close(descriptor)
+
+
+def _timed(work: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    answer = work()
+    return time.perf_counter() - started, answer
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def _large(
+    client: Any, directory: Path, size: int, repeats: int, progress: Progress
+) -> dict[str, float]:
+    """Median MB/s of PUT and GET through boto3 and of the plain-file write and read."""
+    data = os.urandom(size)
+    files = directory / "files"
+    files.mkdir()
+    runs: dict[str, list[float]] = collections.defaultdict(list)
+    progress(f"PUT {size / 2**20:g} MiB objects x {repeats}, beside write + fsync of a file")
+    for repeat in range(repeats):
+        seconds, _ = _timed(
+            lambda r=repeat: client.put_object(Bucket=BUCKET, Key=f"large-{r}", Body=data)
+        )
+        runs["put"].append(size / seconds / MB)
+        seconds, _ = _timed(lambda r=repeat: _file_write(files / f"large-{r}", data))
+        runs["file write"].append(size / seconds / MB)
+    progress(f"GET {size / 2**20:g} MiB objects x {repeats}, beside reading the files back")
+    for repeat in range(repeats):
+        seconds, got = _timed(
+            lambda r=repeat: client.get_object(Bucket=BUCKET, Key=f"large-{r}")["Body"].read()
+        )
+        if repeat == 0 and got != data:
+            raise RuntimeError(
+                f"GET large-0 returned {len(got):,} bytes that differ from the {size:,} PUT"
+            )
+        if len(got) != size:
+            raise RuntimeError(f"GET large-{repeat} returned {len(got):,} bytes, not {size:,}")
+        runs["get"].append(size / seconds / MB)
+        seconds, read = _timed(lambda r=repeat: _file_read(files / f"large-{r}"))
+        if len(read) != size:
+            raise RuntimeError(f"the file large-{repeat} read back {len(read):,} bytes")
+        runs["file read"].append(size / seconds / MB)
+    shutil.rmtree(files)
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
+def _small(
+    client: Any, directory: Path, count: int, repeats: int, progress: Progress
+) -> dict[str, float]:
+    """Median 4 KiB PUTs/s: boto3, a new file with fsync each, DataNode.put in-process."""
+    data = os.urandom(SMALL_BYTES)
+    runs: dict[str, list[float]] = collections.defaultdict(list)
+    progress(f"small PUTs: {count:,} x {SMALL_BYTES:,} B x {repeats}, beside files and DataNode")
+    node = DataNode(directory / "node")
+    try:
+        for repeat in range(repeats):
+            started = time.perf_counter()
+            for index in range(count):
+                client.put_object(Bucket=BUCKET, Key=f"small-{repeat}-{index}", Body=data)
+            runs["put"].append(count / (time.perf_counter() - started))
+
+            files = directory / f"small-{repeat}"
+            files.mkdir()
+            started = time.perf_counter()
+            for index in range(count):
+                with open(files / f"small-{index}", "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+            runs["files"].append(count / (time.perf_counter() - started))
+            shutil.rmtree(files)
+
+            started = time.perf_counter()
+            for index in range(count):
+                node.put(f"small-{repeat}-{index}", data)
+            runs["datanode"].append(count / (time.perf_counter() - started))
+    finally:
+        node.close()
+    got = client.get_object(Bucket=BUCKET, Key="small-0-0")["Body"].read()
+    if got != data:
+        raise RuntimeError(f"GET small-0-0 returned {len(got):,} bytes that differ from those PUT")
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
+def run(scale: Scale, progress: Progress) -> list[Result]:
+    """Measure the S3 service and its baselines; see the module docstring."""
+    large_bytes, large_repeats, small_count, small_repeats = SIZES[scale]
+    directory = Path(tempfile.mkdtemp(prefix="sdi-s3-bench-"))
+    try:
+        with _pinned(CLIENT_CPU):
+            progress("starting sdi serve objects")
+            server = ObjectsServer(directory / "server")
+            try:
+                client = _client(server.url)
+                client.create_bucket(Bucket=BUCKET)
+                # Warm-up: the connection, SigV4 key derivation, the server's worker threads.
+                client.put_object(Bucket=BUCKET, Key="warm-up", Body=os.urandom(1 << 20))
+                client.get_object(Bucket=BUCKET, Key="warm-up")["Body"].read()
+                large = _large(client, directory, large_bytes, large_repeats, progress)
+                small = _small(client, directory, small_count, small_repeats, progress)
+                client.close()
+            except BaseException:
+                server.stop(check=False)
+                progress(server.failure("failed a measurement"))
+                raise
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    mib = f"{large_bytes / 2**20:g} MiB"
+    pinning = (
+        f"server pinned to CPU {SERVER_CPU}, boto3 client to CPU {CLIENT_CPU}"
+        if _two_cpus()
+        else "one CPU: server and client share it"
+    )
+    return [
+        Result(
+            metric=f"PUT {mib} objects, boto3",
+            unit="MB/s",
+            higher_is_better=True,
+            sdi=large["put"],
+            baselines={"file: os.write + fsync": large["file write"]},
+            note=f"median of {large_repeats} objects of {mib}, a fresh key each; sdi serve "
+            f"objects (SigV4, path-style, fdatasync per object) over loopback HTTP, {pinning}; "
+            f"the baseline writes the same bytes to a new file in the same directory; "
+            f"sdi at {large['put'] / large['file write']:.0%} of the file. Goal (issue 5): "
+            "report these side by side; the issue sets no number for S3",
+        ),
+        Result(
+            metric=f"GET {mib} objects, boto3",
+            unit="MB/s",
+            higher_is_better=True,
+            sdi=large["get"],
+            baselines={"file: os.read": large["file read"]},
+            note="the objects and files just written, so both read from the page cache; "
+            "get_object + Body.read(), the first checked byte for byte against what was PUT; "
+            f"sdi at {large['get'] / large['file read']:.0%} of the file",
+        ),
+        Result(
+            metric=f"small PUTs {SMALL_BYTES // 1024} KiB, sequential",
+            unit="objects/s",
+            higher_is_better=True,
+            sdi=small["put"],
+            baselines={
+                "file: open/write/fsync/close": small["files"],
+                "DataNode.put in-process": small["datanode"],
+            },
+            note=f"median of {small_repeats} runs of {small_count:,} put_object calls, one "
+            "client, one connection; files: a new file each with fsync; DataNode.put: the "
+            "storage the service uses (fdatasync + SQLite commit), no HTTP, SigV4 or "
+            "metadata store",
+        ),
+    ]
