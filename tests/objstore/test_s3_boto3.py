@@ -515,3 +515,29 @@ def test_operations_not_built_yet_answer_not_implemented(s3: Any, bucket: str) -
         s3.create_multipart_upload(Bucket=bucket, Key="big")
     assert _code(error) == ("NotImplemented", 501)
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["src"]
+
+
+def test_delete_objects_in_one_request(server: _Server, s3: Any, bucket: str) -> None:
+    for name in ("a", "b", "c/d", "keep"):
+        s3.put_object(Bucket=bucket, Key=name, Body=name.encode())
+    answer = s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": "a"}, {"Key": "c/d"}, {"Key": "never-there"}, {"Key": "b"}]},
+    )
+    # Deleting an absent key succeeds, as in S3.
+    assert sorted(d["Key"] for d in answer["Deleted"]) == ["a", "b", "c/d", "never-there"]
+    assert "Errors" not in answer
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["keep"]
+    quiet = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "keep"}], "Quiet": True})
+    assert "Deleted" not in quiet
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    too_long = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k" * 1025}]})
+    assert [e["Code"] for e in too_long["Errors"]] == ["KeyTooLongError"]
+    with pytest.raises(ClientError) as error:
+        s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": f"k{n}"} for n in range(1001)]}
+        )
+    assert _code(error) == ("MalformedXML", 400)
+    with pytest.raises(ClientError) as error:
+        s3.delete_objects(Bucket="no-such-bucket-here", Delete={"Objects": [{"Key": "x"}]})
+    assert _code(error) == ("NoSuchBucket", 404)

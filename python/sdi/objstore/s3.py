@@ -15,7 +15,7 @@ deleted from the data node after the commit that stopped pointing at them.
 Operations: CreateBucket, ListBuckets, HeadBucket, DeleteBucket, PutObject
 (Content-MD5, x-amz-checksum-crc32, user metadata, Content-Type), GetObject
 (with a single Range), HeadObject, DeleteObject, ListObjects (v1) and
-ListObjectsV2. Anything else answers ``501 NotImplemented``.
+ListObjectsV2, DeleteObjects. Anything else answers ``501 NotImplemented``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ _UNSUPPORTED_SUBRESOURCES = frozenset(
         "accelerate",
         "analytics",
         "cors",
-        "delete",
         "encryption",
         "inventory",
         "lifecycle",
@@ -212,6 +211,8 @@ class S3Api:
             if method == "DELETE":
                 self.meta.delete_bucket(bucket)
                 return S3Response(204)
+            if method == "POST" and "delete" in query:
+                return self._delete_objects(bucket, request)
             if method == "GET":
                 if "location" in query:
                     self.meta.bucket(bucket)
@@ -358,28 +359,7 @@ class S3Api:
                 f"Your proposed upload exceeds the maximum allowed size ({OBJECT_BYTES_MAX} bytes)",
                 400,
             )
-        digest = hashlib.md5(body).digest()
-        if "content-md5" in headers:
-            try:
-                claimed = base64.b64decode(headers["content-md5"], validate=True)
-            except binascii.Error:
-                claimed = b""
-            if len(claimed) != 16:
-                raise S3Error("InvalidDigest", "The Content-MD5 you specified was invalid.", 400)
-            if claimed != digest:
-                raise S3Error(
-                    "BadDigest",
-                    "The Content-MD5 you specified did not match what we received.",
-                    400,
-                )
-        if "x-amz-checksum-crc32" in headers:
-            crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
-            if crc != headers["x-amz-checksum-crc32"]:
-                raise S3Error(
-                    "BadDigest",
-                    "The CRC32 you specified did not match the calculated checksum.",
-                    400,
-                )
+        digest = _check_digests(body, headers)
         self.meta.bucket(bucket)  # NoSuchBucket before any bytes are written
         user_meta = {
             name[len("x-amz-meta-") :]: value
@@ -417,6 +397,53 @@ class S3Api:
             response_headers["x-amz-checksum-crc32"] = headers["x-amz-checksum-crc32"]
         return S3Response(200, response_headers)
 
+    def _delete_objects(self, bucket: str, request: S3Request) -> S3Response:
+        """DeleteObjects: up to 1000 keys in one XML body; per-key results."""
+        _check_digests(request.body, request.headers)
+        malformed = S3Error(
+            "MalformedXML",
+            "The XML you provided was not well-formed or did not validate"
+            " against our published schema",
+            400,
+        )
+        try:
+            root = ElementTree.fromstring(request.body)
+        except ElementTree.ParseError as error:
+            raise malformed from error
+        if _local(root.tag) != "Delete":
+            raise malformed
+        quiet = False
+        keys: list[str] = []
+        for child in root:
+            name = _local(child.tag)
+            if name == "Quiet":
+                quiet = (child.text or "").strip().lower() == "true"
+            elif name == "Object":
+                found = [part.text or "" for part in child if _local(part.tag) == "Key"]
+                if len(found) != 1:
+                    raise malformed
+                keys.append(found[0])
+        if not 1 <= len(keys) <= 1000:
+            raise malformed
+        self.meta.bucket(bucket)
+        parts: list[str] = []
+        for key in keys:
+            try:
+                check_key(key)
+                for data_id in self.meta.delete_object(bucket, key):
+                    self.node.delete(data_id)
+            except S3Error as error:
+                parts.append(
+                    f"<Error><Key>{escape(key)}</Key><Code>{error.code}</Code>"
+                    f"<Message>{escape(error.message)}</Message></Error>"
+                )
+                continue
+            if not quiet:
+                parts.append(f"<Deleted><Key>{escape(key)}</Key></Deleted>")
+        return S3Response(
+            200, {"content-type": "application/xml"}, _xml("DeleteResult", "".join(parts))
+        )
+
     def _get_object(self, bucket: str, key: str, request: S3Request) -> S3Response:
         record = self.meta.get_object(bucket, key)
         headers = {
@@ -446,6 +473,34 @@ class S3Api:
             return self.node.get_range(record.data_id, start, length)
         except KeyError as error:  # deleted between the metadata read and this one
             raise S3Error("NoSuchKey", "The specified key does not exist.", 404) from error
+
+
+def _local(tag: str) -> str:
+    """An XML tag without its namespace."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _check_digests(body: bytes, headers: Mapping[str, str]) -> bytes:
+    """The body's MD5; S3's error when Content-MD5 or x-amz-checksum-crc32 disagree."""
+    digest = hashlib.md5(body).digest()
+    if "content-md5" in headers:
+        try:
+            claimed = base64.b64decode(headers["content-md5"], validate=True)
+        except binascii.Error:
+            claimed = b""
+        if len(claimed) != 16:
+            raise S3Error("InvalidDigest", "The Content-MD5 you specified was invalid.", 400)
+        if claimed != digest:
+            raise S3Error(
+                "BadDigest", "The Content-MD5 you specified did not match what we received.", 400
+            )
+    if "x-amz-checksum-crc32" in headers:
+        crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+        if crc != headers["x-amz-checksum-crc32"]:
+            raise S3Error(
+                "BadDigest", "The CRC32 you specified did not match the calculated checksum.", 400
+            )
+    return digest
 
 
 def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
