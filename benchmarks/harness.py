@@ -13,11 +13,14 @@ Machines here are shared and noisy, so figures are medians of repeats.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 Scale = Literal["tiny", "quick", "full"]
@@ -107,3 +110,34 @@ def format_table(core: str, results: list[Result]) -> str:
         lines.append("notes:")
         lines.extend(notes)
     return "\n".join(lines)
+
+
+# --- processes and CPUs (servers on one CPU, clients on the other) -------------
+
+
+def two_cpus() -> bool:
+    """Whether there are two CPUs to pin a server and its client apart."""
+    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+
+
+def pin_process(pid: int, cpu: int) -> None:
+    """Pins every thread of process ``pid`` to ``cpu`` (threads it starts later inherit it)."""
+    if not two_cpus():
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
+@contextlib.contextmanager
+def pinned(cpu: int) -> Iterator[None]:
+    """This thread (and the threads and processes it starts) on ``cpu`` for the block."""
+    if not two_cpus():
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

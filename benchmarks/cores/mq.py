@@ -51,11 +51,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import queue
 import resource
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -64,7 +62,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +71,10 @@ HERE = Path(__file__).resolve().parent.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import Progress, Result, Scale, percentile  # noqa: E402
+from harness import Progress, Result, Scale, percentile, pin_process, pinned  # noqa: E402
 from sdi.mq.log import Partition  # noqa: E402
-from sdi.testing.servers import RedisServer, free_port  # noqa: E402
+from sdi.testing.broker import BrokerProcess  # noqa: E402
+from sdi.testing.servers import RedisServer  # noqa: E402
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -106,36 +105,6 @@ KCAT_CONFIG = {
     "queue.buffering.max.messages": "2000000",
     "queue.buffering.max.kbytes": "2000000",
 }
-
-
-# --- processes and CPUs --------------------------------------------------------------
-
-
-def _two_cpus() -> bool:
-    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
-
-
-def _pin_process(pid: int, cpu: int) -> None:
-    """Pins every thread of process ``pid`` to ``cpu``."""
-    if not _two_cpus():
-        return
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(task.name), {cpu})
-
-
-@contextlib.contextmanager
-def _pinned(cpu: int) -> Iterator[None]:
-    """This thread (and the threads it starts) on ``cpu`` for the block."""
-    if not _two_cpus():
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -181,74 +150,6 @@ class Produced:
             statistics.median(used / sample.seconds for sample, used in pairs),
             statistics.median(clients) if len(clients) == len(samples) else None,
         )
-
-
-class Broker:
-    """``sdi serve mq`` as a subprocess on a free port, its output drained by a thread."""
-
-    def __init__(self, data_dir: Path, startup_timeout: float = 60.0) -> None:
-        self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        command = [
-            *[sys.executable, "-m", "sdi.cli"],
-            *["serve", "mq", "--host", "127.0.0.1", "--port", str(self.port)],
-            *["--data-dir", str(data_dir)],
-        ]
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.output: collections.deque[str] = collections.deque(maxlen=200)
-        lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._drain, args=(lines,), daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + startup_timeout
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise RuntimeError(self.failure("did not say it listens within 60 s"))
-                try:
-                    line = lines.get(timeout=remaining)
-                except queue.Empty:
-                    continue
-                if line is None:
-                    raise RuntimeError(self.failure("exited before it listened"))
-                if "listening" in line:
-                    break
-        except BaseException:
-            self.stop(check=False)
-            raise
-        _pin_process(self.process.pid, SERVER_CPU)
-
-    def _drain(self, lines: queue.Queue[str | None]) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    def failure(self, what: str) -> str:
-        return f"sdi serve mq {what}; it printed:\n{''.join(self.output)}"
-
-    def stop(self, check: bool = True) -> None:
-        """SIGINT (the contract's clean stop), then SIGKILL after 30 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        if check and self.process.returncode != 0:
-            raise RuntimeError(self.failure(f"stopped with exit code {self.process.returncode}"))
 
 
 # --- Kafka (confluent-kafka) against the sdi broker ----------------------------------
@@ -701,12 +602,12 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
         lines = directory / "records.txt"
         if c_clients:
             _write_lines(lines, c_value.encode(), c_records)
-        with _pinned(CLIENT_CPU):
+        with pinned(CLIENT_CPU):
             progress("starting redis-server")
             with RedisServer() as redis_server:
                 assert redis_server.process is not None
                 redis_pid = redis_server.process.pid
-                _pin_process(redis_pid, SERVER_CPU)
+                pin_process(redis_pid, SERVER_CPU)
                 url, host, port = redis_server.url, redis_server.host, redis_server.port
                 progress(f"redis-py: pipelined XADD, {redis_records:,} records x {repeats}")
                 redis_py = _produce_runs(
@@ -732,7 +633,9 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
                 redis_latencies = _redis_latencies(redis_server.url, latency_records, latency_rate)
 
             progress("starting sdi serve mq")
-            broker = Broker(directory / "broker")
+            broker = BrokerProcess(directory / "broker").start()
+            assert broker.process is not None
+            pin_process(broker.process.pid, SERVER_CPU)
             try:
                 _create_topic(broker.bootstrap)
                 progress(f"sdi: confluent-kafka produce, {kafka_records:,} records x {repeats}")
@@ -753,10 +656,11 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
                 progress(f"sdi latency: produce + consume, {latency_records:,} records")
                 kafka_latencies = _kafka_latencies(broker.bootstrap, latency_records, latency_rate)
             except BaseException:
-                broker.stop(check=False)
+                broker.kill()
                 progress(broker.failure("failed a measurement"))
                 raise
-            broker.stop()
+            if broker.stop() != 0:
+                raise RuntimeError(broker.failure("stopped with a non-zero exit code"))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -25,18 +25,12 @@ the server's data and the baseline files share a disk.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
-import queue
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +38,9 @@ HERE = Path(__file__).resolve().parent.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import Progress, Result, Scale  # noqa: E402
+from harness import Progress, Result, Scale, pin_process, pinned, two_cpus  # noqa: E402
 from sdi.objstore.datanode import DataNode  # noqa: E402
-from sdi.testing.servers import free_port  # noqa: E402
+from sdi.testing.broker import ServiceProcess  # noqa: E402
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -62,106 +56,6 @@ SIZES = {
     "quick": (64 << 20, 3, 300, 3),
     "full": (64 << 20, 7, 1000, 5),
 }
-
-
-# --- processes and CPUs --------------------------------------------------------------
-
-
-def _two_cpus() -> bool:
-    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
-
-
-def _pin_process(pid: int, cpu: int) -> None:
-    """Pins every thread of process ``pid`` to ``cpu`` (threads it starts later inherit it)."""
-    if not _two_cpus():
-        return
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(task.name), {cpu})
-
-
-@contextlib.contextmanager
-def _pinned(cpu: int) -> Iterator[None]:
-    """This thread (and the threads it starts) on ``cpu`` for the block."""
-    if not _two_cpus():
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-class ObjectsServer:
-    """``sdi serve objects`` as a subprocess on a free port, its output drained by a thread."""
-
-    def __init__(self, data_dir: Path, startup_timeout: float = 60.0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            *[sys.executable, "-m", "sdi.cli"],
-            *["serve", "objects", "--host", "127.0.0.1", "--port", str(self.port)],
-            *["--data-dir", str(data_dir)],
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["SDI_S3_ACCESS_KEY"], env["SDI_S3_SECRET_KEY"] = ACCESS_KEY, SECRET_KEY
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.output: collections.deque[str] = collections.deque(maxlen=200)
-        lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._drain, args=(lines,), daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + startup_timeout
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise RuntimeError(self.failure("did not say it listens within 60 s"))
-                try:
-                    line = lines.get(timeout=remaining)
-                except queue.Empty:
-                    continue
-                if line is None:
-                    raise RuntimeError(self.failure("exited before it listened"))
-                if "listening on http://" in line:
-                    break
-        except BaseException:
-            self.stop(check=False)
-            raise
-        _pin_process(self.process.pid, SERVER_CPU)
-
-    def _drain(self, lines: queue.Queue[str | None]) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    def failure(self, what: str) -> str:
-        return f"sdi serve objects {what}; it printed:\n{''.join(self.output)}"
-
-    def stop(self, check: bool = True) -> None:
-        """SIGINT (the contract's clean stop), then SIGKILL after 30 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        if check and self.process.returncode != 0:
-            raise RuntimeError(self.failure(f"stopped with exit code {self.process.returncode}"))
 
 
 def _client(url: str) -> Any:
@@ -297,11 +191,13 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
     large_bytes, large_repeats, small_count, small_repeats = SIZES[scale]
     directory = Path(tempfile.mkdtemp(prefix="sdi-s3-bench-"))
     try:
-        with _pinned(CLIENT_CPU):
+        with pinned(CLIENT_CPU):
             progress("starting sdi serve objects")
-            server = ObjectsServer(directory / "server")
+            server = ServiceProcess("objects", directory / "server").start()
+            assert server.process is not None
+            pin_process(server.process.pid, SERVER_CPU)
             try:
-                client = _client(server.url)
+                client = _client(f"http://{server.host}:{server.port}")
                 client.create_bucket(Bucket=BUCKET)
                 # Warm-up: the connection, SigV4 key derivation, the server's worker threads.
                 client.put_object(Bucket=BUCKET, Key="warm-up", Body=os.urandom(1 << 20))
@@ -310,17 +206,18 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
                 small = _small(client, directory, small_count, small_repeats, progress)
                 client.close()
             except BaseException:
-                server.stop(check=False)
+                server.kill()
                 progress(server.failure("failed a measurement"))
                 raise
-            server.stop()
+            if server.stop() != 0:
+                raise RuntimeError(server.failure("stopped with a non-zero exit code"))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
     mib = f"{large_bytes / 2**20:g} MiB"
     pinning = (
         f"server pinned to CPU {SERVER_CPU}, boto3 client to CPU {CLIENT_CPU}"
-        if _two_cpus()
+        if two_cpus()
         else "one CPU: server and client share it"
     )
     return [

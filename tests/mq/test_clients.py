@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +51,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from sdi.mq import protocol as p
 from sdi.mq.partitioner import partition_for_key
+from sdi.testing import servers
 from sdi.testing.broker import BrokerProcess
 
 #: Client settings that keep group membership quick to settle in tests.
@@ -337,9 +337,7 @@ def test_aiokafka_headers_tombstones_and_commit(broker: BrokerProcess) -> None:
 
 
 def kcat(broker: BrokerProcess, *args: str, stdin: str | None = None) -> str:
-    binary = shutil.which("kcat")
-    if binary is None:
-        pytest.skip("kcat is not installed")
+    binary = servers.require_binary("kcat")
     result = subprocess.run(
         [binary, "-b", broker.bootstrap, *args],
         input=stdin,

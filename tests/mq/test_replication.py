@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sdi.testing import servers
@@ -239,7 +239,19 @@ def test_committed_offsets_survive_the_coordinator(cluster: list[BrokerProcess])
     cluster[coordinator].kill()
     survivors = [broker for node, broker in enumerate(cluster) if node != coordinator]
     later = Consumer({"bootstrap.servers": _bootstrap(survivors), "group.id": "g"})
-    again = {tp.partition: tp.offset for tp in later.committed(
-        [TopicPartition("events", 0), TopicPartition("events", 1)], timeout=30)}  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        # While leadership moves a broker may answer NOT_COORDINATOR, which a client
+        # retries (librdkafka's committed() hands it back instead).
+        try:
+            found = later.committed(
+                [TopicPartition("events", 0), TopicPartition("events", 1)], timeout=30
+            )
+            break
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.NOT_COORDINATOR or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    again = {tp.partition: tp.offset for tp in found}
     later.close()
     assert again == committed

@@ -19,6 +19,7 @@ from sdi import errors
 from sdi._rust import ec as native
 from sdi.objstore import ec
 from sdi.objstore.ec import Codec
+from sdi.testing import servers
 
 KERNELS = ec.kernels()
 
@@ -104,7 +105,9 @@ def test_parity_is_isa_ls_byte_for_byte(k: int, m: int) -> None:
     (the ISA-L build bundled in pyeclib's wheel)."""
     isal = _isal()
     if isal is None:
-        pytest.skip("pyeclib's wheel (with ISA-L) is not installed")
+        servers.missing(
+            "pyeclib's wheel (with ISA-L) is not installed; `make setup` installs it", "library"
+        )
     n = k + m
     matrix = (ctypes.c_ubyte * (n * k))()
     isal.gf_gen_cauchy1_matrix(matrix, n, k)

@@ -1,4 +1,4 @@
-"""An ``sdi serve mq`` broker in a child process, for tests and benchmarks.
+"""An ``sdi serve <system>`` service (a broker, say) in a child process, for tests and benchmarks.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as path, BrokerProcess(path) as broker:
@@ -18,28 +18,32 @@ from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
-__all__ = ["BrokerProcess", "read_partitions"]
+__all__ = ["BrokerProcess", "ServiceProcess", "read_partitions"]
 
-_LISTENING = re.compile(r"listening on kafka://([^:\s]+):(\d+)")
+_LISTENING = re.compile(r"listening on \w+://([^:\s/]+):(\d+)")
 
 
-class BrokerProcess:
-    """``sdi serve mq`` on ``port`` (0 picks a free one) over ``data_dir``.
+class ServiceProcess:
+    """``sdi serve <system>`` on ``port`` (0 picks a free one) over ``data_dir``.
 
-    :meth:`start` returns once the broker listens; :meth:`kill` is ``kill -9``;
-    :meth:`restart` starts it again on the same port and directory. What the
-    broker prints is kept in :attr:`output`.
+    :meth:`start` returns once the service listens (its first endpoint's port
+    is then :attr:`port`); :meth:`kill` is ``kill -9``; :meth:`restart` starts
+    it again on the same port and directory. What it prints is kept in
+    :attr:`output`.
     """
 
     def __init__(
         self,
+        system: str,
         data_dir: str | PathLike[str],
         *,
         port: int = 0,
         args: Sequence[str] = (),
         host: str = "127.0.0.1",
     ) -> None:
+        self.system = system
         self.data_dir = Path(data_dir)
         self.port = port
         self.host = host
@@ -49,19 +53,14 @@ class BrokerProcess:
         self._drain: threading.Thread | None = None
         self._ready = threading.Event()
 
-    @property
-    def bootstrap(self) -> str:
-        """``host:port``, what Kafka clients call ``bootstrap.servers``."""
-        return f"{self.host}:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> BrokerProcess:
-        """Starts the broker and returns once it listens."""
+    def start(self, timeout: float = 60.0) -> Self:
+        """Starts the service and returns once it listens."""
         return self.launch().wait_listening(timeout)
 
-    def launch(self) -> BrokerProcess:
-        """Starts the broker without waiting (brokers of a cluster start together)."""
+    def launch(self) -> Self:
+        """Starts the service without waiting (brokers of a cluster start together)."""
         command = [
-            sys.executable, "-m", "sdi.cli", "serve", "mq",
+            sys.executable, "-m", "sdi.cli", "serve", self.system,
             "--host", self.host, "--port", str(self.port), "--data-dir", str(self.data_dir),
             *self.args,
         ]  # fmt: skip
@@ -89,21 +88,23 @@ class BrokerProcess:
         self._ready = ready
         return self
 
-    def wait_listening(self, timeout: float = 60.0) -> BrokerProcess:
-        """Waits until the launched broker listens; RuntimeError with its output if it does not."""
+    def wait_listening(self, timeout: float = 60.0) -> Self:
+        """Waits until the launched service listens; RuntimeError with its output if it does not."""
         process, ready = self.process, self._ready
         assert process is not None
         if not ready.wait(timeout) or process.poll() is not None:
             process.kill()
             process.wait()
             self._release()
-            raise RuntimeError(
-                "sdi serve mq did not start; it printed:\n" + "".join(self.output[-40:])
-            )
+            raise RuntimeError(self.failure("did not start"))
         return self
 
+    def failure(self, what: str) -> str:
+        """A message saying the service ``what``, with the end of what it printed."""
+        return f"sdi serve {self.system} {what}; it printed:\n" + "".join(self.output[-40:])
+
     def kill(self) -> None:
-        """Kills the broker with SIGKILL and waits for it to be gone."""
+        """Kills the service with SIGKILL and waits for it to be gone."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -120,7 +121,7 @@ class BrokerProcess:
             self.process.stdout.close()
 
     def stop(self, timeout: float = 60.0) -> int:
-        """Stops the broker with SIGINT (a clean stop); its exit code."""
+        """Stops the service with SIGINT (a clean stop); its exit code."""
         if self.process is None:
             return 0
         if self.process.poll() is None:
@@ -130,15 +131,15 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise RuntimeError("sdi serve mq did not stop within its timeout") from None
+                raise RuntimeError(self.failure("did not stop within its timeout")) from None
         self._release()
         return self.process.returncode
 
-    def restart(self, timeout: float = 60.0) -> BrokerProcess:
-        """Starts the broker again on the same port and data directory."""
+    def restart(self, timeout: float = 60.0) -> Self:
+        """Starts the service again on the same port and data directory."""
         return self.start(timeout)
 
-    def __enter__(self) -> BrokerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -148,7 +149,26 @@ class BrokerProcess:
         traceback: TracebackType | None,
     ) -> None:
         if self.stop() != 0 and exc_type is None:
-            raise RuntimeError("sdi serve mq exited non-zero:\n" + "".join(self.output[-40:]))
+            raise RuntimeError(self.failure("exited non-zero"))
+
+
+class BrokerProcess(ServiceProcess):
+    """``sdi serve mq``: a :class:`ServiceProcess` that knows its Kafka bootstrap address."""
+
+    def __init__(
+        self,
+        data_dir: str | PathLike[str],
+        *,
+        port: int = 0,
+        args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__("mq", data_dir, port=port, args=args, host=host)
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port``, what Kafka clients call ``bootstrap.servers``."""
+        return f"{self.host}:{self.port}"
 
 
 def read_partitions(

@@ -25,11 +25,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
 __all__ = [
     "RedisServer",
     "ServerError",
     "free_port",
+    "missing",
     "redis_server",
     "require_binary",
 ]
@@ -57,12 +59,16 @@ def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is not None:
         return path
+    package = _PACKAGES.get(name, name)
+    missing(f"{name} is not installed (Debian package {package}; `make system-deps` installs it)")
+
+
+def missing(reason: str, what: str = "server") -> NoReturn:
+    """Skips the current test for a ``what`` not installed; under ``CI=true``, fails it."""
     import pytest
 
-    package = _PACKAGES.get(name, name)
-    reason = f"{name} is not installed (Debian package {package}; `make system-deps` installs it)"
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; under CI=true a missing server is a failure", pytrace=False)
+        pytest.fail(f"{reason}; under CI=true a missing {what} is a failure", pytrace=False)
     pytest.skip(reason)
 
 
