@@ -1,14 +1,17 @@
-"""The S3 API: ``sdi serve objects`` through boto3, beside a plain file on the same disk.
+"""The S3 API: ``sdi serve s3`` through boto3, beside a plain file on the same disk.
 
-The server runs as its own process (``sdi serve objects``, SigV4 with the dev
+The server runs as its own process (``sdi serve s3``, SigV4 with the dev
 key pair, path-style addressing), pinned to CPU 0; the client runs here, on
 CPU 1 (when there are two). Everything lives in one temporary directory, so
-the server's data and the baseline files share a disk.
+the server's data and the baseline files share a disk. The service stores
+as it does by default: six in-process data nodes, new buckets erasure-coded
+4+2 (each object becomes six pieces on six nodes, each piece synced).
 
 * **PUT 64 MiB objects**: boto3 ``put_object`` of the same random bytes,
   one object a call, a fresh key each, timed from the call to its return
-  (the service has stored the object and ``fdatasync``-ed it, and committed
-  its index and metadata, before it answers). Baseline: ``os.write`` of the
+  (the service has checked SigV4's SHA-256 and the MD5, stored the six
+  pieces with ``fdatasync`` on their nodes, and committed the placement row
+  and the metadata, before it answers). Baseline: ``os.write`` of the
   same bytes to a new file in the same directory, then ``os.fsync``.
   Interleaved repeat by repeat, so a noisy spell hits both.
 * **GET 64 MiB objects**: boto3 ``get_object`` and ``Body.read()`` of each
@@ -17,9 +20,9 @@ the server's data and the baseline files share a disk.
   bytes PUT, or the run fails.
 * **small-object PUTs**: 4 KiB objects, sequential, one client, a fresh key
   each: boto3 ``put_object``, beside ``open``/``write``/``fsync``/``close``
-  of a new 4 KiB file each, and beside the data node the service stores into
+  of a new 4 KiB file each, and beside one data node's storage
   (``sdi.objstore.datanode.DataNode.put``, fsync on) called in this process:
-  what HTTP, SigV4 and the metadata store add on top of storage.
+  what HTTP, SigV4, six pieces and the metadata store add on top of storage.
 """
 
 from __future__ import annotations
@@ -192,8 +195,8 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
     directory = Path(tempfile.mkdtemp(prefix="sdi-s3-bench-"))
     try:
         with pinned(CLIENT_CPU):
-            progress("starting sdi serve objects")
-            server = ServiceProcess("objects", directory / "server").start()
+            progress("starting sdi serve s3")
+            server = ServiceProcess("s3", directory / "server").start()
             assert server.process is not None
             pin_process(server.process.pid, SERVER_CPU)
             try:
@@ -228,7 +231,8 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
             sdi=large["put"],
             baselines={"file: os.write + fsync": large["file write"]},
             note=f"median of {large_repeats} objects of {mib}, a fresh key each; sdi serve "
-            f"objects (SigV4, path-style, fdatasync per object) over loopback HTTP, {pinning}; "
+            f"s3 (SigV4, path-style, ec-4+2 over six in-process nodes, fdatasync per piece) "
+            f"over loopback HTTP, {pinning}; "
             f"the baseline writes the same bytes to a new file in the same directory; "
             f"sdi at {large['put'] / large['file write']:.0%} of the file. Goal (issue 5): "
             "report these side by side; the issue sets no number for S3",
@@ -253,8 +257,8 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
                 "DataNode.put in-process": small["datanode"],
             },
             note=f"median of {small_repeats} runs of {small_count:,} put_object calls, one "
-            "client, one connection; files: a new file each with fsync; DataNode.put: the "
-            "storage the service uses (fdatasync + SQLite commit), no HTTP, SigV4 or "
-            "metadata store",
+            "client, one connection; files: a new file each with fsync; DataNode.put: one "
+            "data node's storage (fdatasync + SQLite commit; the service writes six pieces), "
+            "no HTTP, SigV4 or metadata store",
         ),
     ]

@@ -121,6 +121,9 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "fsync": args.fsync,
             "advertised_host": args.advertised_host,
             "peers": args.peers,
+            "nodes": args.nodes,
+            "durability": args.durability,
+            "metadata_url": args.metadata_url,
         }
         service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
     config = ServiceConfig(args.host, port, data_dir / args.system)
@@ -231,6 +234,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--advertised-host",
         default=None,
         help="the host name clients are told to connect to (default --host)",
+    )
+    s3 = serve.add_argument_group("s3")
+    s3.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help="run this many data nodes as separate processes (loopback ports, directories "
+        "node-0.. of --data-dir), restarted if one dies; default: six data nodes in-process",
+    )
+    s3.add_argument(
+        "--durability",
+        default=None,
+        help="how new buckets store their bytes unless CreateBucket's x-sdi-durability header "
+        "says otherwise: replicas-N or ec-K+M (default ec-4+2 with six nodes or more, else "
+        "as many replicas as nodes, up to 3)",
+    )
+    s3.add_argument(
+        "--metadata-url",
+        default=None,
+        help="keep buckets, versions and uploads in this PostgreSQL database "
+        "(postgresql://user@host:port/db; also $SDI_S3_METADATA_URL) instead of SQLite "
+        "in --data-dir",
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -50,7 +50,7 @@ SYSTEMS: tuple[System, ...] = (
     System("hotel", "Hotel reservation", 7, "HTTP JSON with idempotency keys", "SQL"),
     System("email", "Email service", 8, "SMTP, HTTP JSON, WebSocket", "lsm"),
     System(
-        "objects",
+        "s3",
         "S3-like object storage",
         9,
         "S3 HTTP API with SigV4",

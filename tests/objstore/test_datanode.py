@@ -59,8 +59,13 @@ def test_a_rotten_object_is_detected_not_served(tmp_path: Path) -> None:
     with open(path, "r+b") as file:
         file.seek(info.offset + 3)
         file.write(b"X")
-    with DataNode(tmp_path) as node, pytest.raises(Corrupt, match="CRC-32C"):
-        node.get("victim")
+    with DataNode(tmp_path) as node:
+        with pytest.raises(Corrupt, match="CRC-32C"):
+            node.get("victim")
+        node.put("healthy", b"fine")
+        assert node.scrub() == ["victim"]
+        node.put("victim", b"rebuilt")
+        assert node.scrub() == []
 
 
 def test_compaction_reclaims_dead_files_and_keeps_live_objects(tmp_path: Path) -> None:

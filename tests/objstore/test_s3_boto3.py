@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
@@ -21,44 +20,12 @@ from typing import Any
 import pytest
 
 boto3 = pytest.importorskip("boto3")
-from botocore.client import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from sdi.objstore.service import DEV_ACCESS_KEY, DEV_SECRET_KEY, ObjectsService  # noqa: E402
-from sdi.runtime import ServiceConfig  # noqa: E402
+from sdi.objstore.service import DEV_ACCESS_KEY, DEV_SECRET_KEY  # noqa: E402
+from sdi.testing.s3 import S3Server, error_code, s3_client  # noqa: E402
 
-
-class _Server:
-    """An in-process ``ObjectsService`` on a free port, on its own thread and loop."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.url = ""
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        self.service = ObjectsService()
-        endpoints = await self.service.start(ServiceConfig("127.0.0.1", 0, self.data_dir))
-        self.url = endpoints[0].url
-        self._ready.set()
-        await self._stop.wait()
-        await self.service.stop()
-
-    def __enter__(self) -> _Server:
-        self._thread.start()
-        assert self._ready.wait(30), "the S3 service did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None
-        assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+_Server = S3Server
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
         yield running
 
 
-def _client(url: str, secret: str = DEV_SECRET_KEY, **config: Any) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=url,
-        aws_access_key_id=DEV_ACCESS_KEY,
-        aws_secret_access_key=secret,
-        region_name="us-east-1",
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            **config,
-        ),
-    )
+_client = s3_client
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +53,7 @@ def bucket(s3: Any) -> str:
 
 
 def _code(error: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    response = error.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+    return error_code(error.value)
 
 
 def test_buckets_create_list_head_delete(s3: Any) -> None:
@@ -376,23 +329,41 @@ def test_wrong_secret_and_anonymous_change_nothing(server: _Server, s3: Any, buc
     assert "intruder-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 
-def test_payload_hash_mismatch_is_refused(server: _Server, s3: Any, bucket: str) -> None:
+@pytest.mark.parametrize("size", [11, 3 << 20], ids=["small", "large"])
+def test_payload_hash_mismatch_is_refused(server: _Server, s3: Any, bucket: str, size: int) -> None:
+    """A body that is not the one signed: 400, nothing listed, no bytes left in the store.
+
+    Large bodies are hashed while they are stored, so this also checks they are removed.
+    """
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    request = AWSRequest("PUT", f"{server.url}/{bucket}/swapped", data=b"signed body")
-    request.headers["x-amz-content-sha256"] = hashlib.sha256(b"signed body").hexdigest()
-    S3SigV4Auth(Credentials(DEV_ACCESS_KEY, DEV_SECRET_KEY), "s3", "us-east-1").add_auth(request)
-    prepared = request.prepare()
-    swapped = urllib.request.Request(
-        prepared.url, data=b"other body!", headers=dict(prepared.headers), method="PUT"
-    )
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(swapped, timeout=10)
-    assert error.value.code == 400
-    assert b"XAmzContentSHA256Mismatch" in error.value.read()
+    assert server.service is not None
+    assert server.service.api is not None
+    blobs = server.service.api.blobs
+    before = set(blobs.stored_before(2**62))
+    signed, sent = os.urandom(size), os.urandom(size)
+    for path, extra in ((f"{bucket}/swapped", {}), (f"{bucket}/bad-md5", {"md5": True})):
+        body = signed if extra else sent
+        request = AWSRequest("PUT", f"{server.url}/{path}", data=signed)
+        request.headers["x-amz-content-sha256"] = hashlib.sha256(signed).hexdigest()
+        if extra:  # the body is the signed one, but its Content-MD5 is wrong
+            request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(sent).digest()).decode()
+        S3SigV4Auth(Credentials(DEV_ACCESS_KEY, DEV_SECRET_KEY), "s3", "us-east-1").add_auth(
+            request
+        )
+        prepared = request.prepare()
+        swapped = urllib.request.Request(
+            prepared.url, data=body, headers=dict(prepared.headers), method="PUT"
+        )
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(swapped, timeout=30)
+        assert error.value.code == 400
+        expected = b"BadDigest" if extra else b"XAmzContentSHA256Mismatch"
+        assert expected in error.value.read()
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert set(blobs.stored_before(2**62)) == before
 
 
 def test_data_survives_a_restart(tmp_path: Path) -> None:
@@ -405,13 +376,13 @@ def test_data_survives_a_restart(tmp_path: Path) -> None:
         assert client.get_object(Bucket="kept", Key="a")["Body"].read() == b"durable"
 
 
-SDI_SERVE_OBJECTS = [sys.executable, "-m", "sdi.cli", "serve", "objects", "--port", "0"]
+SDI_SERVE_S3 = [sys.executable, "-m", "sdi.cli", "serve", "s3", "--port", "0"]
 
 
 def _spawn(data_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
-    """Starts ``sdi serve objects``; returns the process, its URL and what it printed."""
+    """Starts ``sdi serve s3``; returns the process, its URL and what it printed."""
     process = subprocess.Popen(
-        [*SDI_SERVE_OBJECTS, "--data-dir", str(data_dir)],
+        [*SDI_SERVE_S3, "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -430,10 +401,10 @@ def _spawn(data_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
             printed.append(process.stdout.readline())
             return process, match.group(1), "".join(printed)
     process.kill()
-    raise AssertionError(f"sdi serve objects never listened: {''.join(printed)}")
+    raise AssertionError(f"sdi serve s3 never listened: {''.join(printed)}")
 
 
-def test_sdi_serve_objects_subprocess(tmp_path: Path) -> None:
+def test_sdi_serve_s3_subprocess(tmp_path: Path) -> None:
     process, url, printed = _spawn(tmp_path)
     try:
         assert DEV_ACCESS_KEY in printed
@@ -503,16 +474,15 @@ def test_sigkill_during_puts_keeps_acknowledged_objects_and_shows_no_partial_one
         process.communicate(timeout=30)
 
 
-def test_operations_not_built_yet_answer_not_implemented(s3: Any, bucket: str) -> None:
+def test_subresources_not_built_answer_not_implemented(s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="src", Body=b"x")
     with pytest.raises(ClientError) as error:
-        s3.get_bucket_versioning(Bucket=bucket)
+        s3.put_object_tagging(
+            Bucket=bucket, Key="src", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}
+        )
     assert _code(error) == ("NotImplemented", 501)
     with pytest.raises(ClientError) as error:
-        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    assert _code(error) == ("NotImplemented", 501)
-    with pytest.raises(ClientError) as error:
-        s3.create_multipart_upload(Bucket=bucket, Key="big")
+        s3.get_bucket_acl(Bucket=bucket)
     assert _code(error) == ("NotImplemented", 501)
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["src"]
 

@@ -52,8 +52,8 @@ from os import PathLike
 from pathlib import Path
 from types import TracebackType
 
-from sdi._kafka import crc32c
 from sdi.errors import Closed, Corrupt, InvalidArgument
+from sdi.objstore.ec import checksum as crc32c
 
 __all__ = ["CompactionReport", "DataNode", "FileInfo", "ObjectInfo"]
 
@@ -389,6 +389,64 @@ class DataNode:
             if not object_id.startswith(prefix):
                 return
             yield object_id
+
+    def page(
+        self, prefix: str = "", after: str | None = None, limit: int = 10_000
+    ) -> tuple[list[str], bool]:
+        """Up to ``limit`` stored ids with ``prefix``, after ``after``; and whether more follow.
+
+        Pages through millions of ids by key range (each call reads one page).
+        """
+        if limit < 1:
+            raise InvalidArgument(f"limit must be at least 1, not {limit}")
+        if after is not None and after >= prefix:
+            condition, start = "object_id > ?", after
+        else:
+            condition, start = "object_id >= ?", prefix
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT object_id FROM objects WHERE deleted_ms IS NULL AND {condition}"
+                    " ORDER BY object_id LIMIT ?",
+                    (start, limit + 1),
+                )
+                .fetchall()
+            )
+        ids: list[str] = []
+        for (object_id,) in rows:
+            if not object_id.startswith(prefix):
+                return ids, False
+            ids.append(object_id)
+        if len(ids) > limit:
+            return ids[:limit], True
+        return ids, False
+
+    def count(self) -> int:
+        """How many objects are stored (not deleted)."""
+        with self._lock:
+            row = (
+                self._conn()
+                .execute("SELECT COUNT(*) FROM objects WHERE deleted_ms IS NULL")
+                .fetchone()
+            )
+        return int(row[0])
+
+    def scrub(self) -> list[str]:
+        """Reads every stored object back; the ids whose bytes fail their CRC-32C, in order.
+
+        Objects are read one at a time under the lock, so puts and gets go on
+        between them.
+        """
+        rotten = []
+        for object_id in list(self.object_ids()):
+            try:
+                self.get(object_id)
+            except KeyError:  # deleted meanwhile
+                continue
+            except Corrupt:
+                rotten.append(object_id)
+        return rotten
 
     def files(self) -> list[FileInfo]:
         with self._lock:

@@ -8,7 +8,10 @@ Two forms are accepted, as S3 accepts them:
   against the body that arrived);
 - presigned URLs: ``X-Amz-Algorithm``, ``X-Amz-Credential``, ``X-Amz-Date``,
   ``X-Amz-Expires``, ``X-Amz-SignedHeaders`` and ``X-Amz-Signature`` in the
-  query string, refused once expired.
+  query string, refused once expired;
+- and, for older tools (``s3cmd signurl``), SigV2 presigned URLs
+  (``AWSAccessKeyId``, ``Expires``, ``Signature``; HMAC-SHA1). SigV2 in the
+  Authorization header is refused.
 
 The canonical request follows the AWS documentation: the path as the client
 sent it (S3 does not normalise it), the query pairs URI-encoded and sorted,
@@ -26,13 +29,14 @@ one region); the service must be ``s3``.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 __all__ = [
     "ALGORITHM",
@@ -41,6 +45,7 @@ __all__ = [
     "Verified",
     "Verifier",
     "canonical_query",
+    "check_payload",
     "signing_key",
 ]
 
@@ -50,6 +55,16 @@ SKEW_SECONDS_MAX = 15 * 60
 PRESIGNED_EXPIRES_MAX = 7 * 24 * 3600
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
+#: The query parameters a SigV2 signature covers (S3's sub-resources and response overrides).
+_V2_SUBRESOURCES = frozenset(
+    {
+        "acl", "delete", "lifecycle", "location", "logging", "notification", "partNumber",
+        "policy", "requestPayment", "response-cache-control", "response-content-disposition",
+        "response-content-encoding", "response-content-language", "response-content-type",
+        "response-expires", "tagging", "torrent", "uploadId", "uploads", "versionId",
+        "versioning", "versions", "website",
+    }
+)  # fmt: skip
 
 
 class SigV4Error(Exception):
@@ -68,6 +83,9 @@ class Verified:
 
     access_key: str
     payload_signed: bool
+    #: The body's SHA-256 the signature vouches for, when the caller passed no body to check
+    #: (it then checks the body itself with :func:`check_payload`, e.g. beside other work).
+    unchecked_sha256: str | None = None
 
 
 def _uri_encode(text: str) -> str:
@@ -91,6 +109,16 @@ def canonical_query(raw_query: str, *, drop: str | None = None) -> str:
         pairs.append((_uri_encode(name), _uri_encode(value)))
     pairs.sort()
     return "&".join(f"{name}={value}" for name, value in pairs)
+
+
+def check_payload(body: bytes | memoryview, sha256_hex: str) -> None:
+    """Raises ``XAmzContentSHA256Mismatch`` unless ``body`` hashes to ``sha256_hex``."""
+    if hashlib.sha256(body).hexdigest() != sha256_hex:
+        raise SigV4Error(
+            "XAmzContentSHA256Mismatch",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            400,
+        )
 
 
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
@@ -123,13 +151,15 @@ class Verifier:
         raw_path: str,
         raw_query: str,
         headers: Mapping[str, str],
-        body: bytes,
+        body: bytes | None,
         *,
         now: float,
     ) -> Verified:
         """Who signed the request; raises :class:`SigV4Error` if it is not signed right.
 
         ``headers`` have lower-case names; ``raw_path`` and ``raw_query`` are as sent.
+        With ``body`` None the signature is checked but not the body's SHA-256:
+        :attr:`Verified.unchecked_sha256` is then what the caller must check.
         """
         authorization = headers.get("authorization")
         if authorization is not None:
@@ -138,7 +168,73 @@ class Verifier:
             )
         if "X-Amz-Signature=" in raw_query or "X-Amz-Algorithm=" in raw_query:
             return self._verify_presigned(method, raw_path, raw_query, headers, now)
+        if "Signature=" in raw_query and "AWSAccessKeyId=" in raw_query:
+            return self._verify_presigned_v2(method, raw_path, raw_query, headers, now)
         raise SigV4Error("AccessDenied", "Anonymous access is not allowed; sign with SigV4")
+
+    def _verify_presigned_v2(
+        self,
+        method: str,
+        raw_path: str,
+        raw_query: str,
+        headers: Mapping[str, str],
+        now: float,
+    ) -> Verified:
+        """A SigV2 query-string URL (``s3cmd signurl``): AWSAccessKeyId, Expires, Signature.
+
+        The string signed is the method, Content-MD5, Content-Type, the
+        expiry, the ``x-amz-*`` headers and the resource with its
+        sub-resources, HMAC-SHA1 with the secret key.
+        """
+        params = dict(parse_qsl(raw_query, keep_blank_values=True))
+        access_key = params.get("AWSAccessKeyId", "")
+        expires_text = params.get("Expires", "")
+        signature = params.get("Signature", "")
+        if not expires_text.isdigit():
+            raise SigV4Error(
+                "AuthorizationQueryParametersError",
+                "a SigV2 presigned URL needs Expires as seconds since the epoch",
+                400,
+            )
+        if now > int(expires_text):
+            raise SigV4Error("AccessDenied", "Request has expired")
+        secret = self._keys.get(access_key)
+        if secret is None:
+            raise SigV4Error(
+                "InvalidAccessKeyId",
+                "The AWS Access Key Id you provided does not exist in our records.",
+            )
+        amz = "".join(
+            f"{name}:{' '.join(value.split())}\n"
+            for name, value in sorted(headers.items())
+            if name.startswith("x-amz-")
+        )
+        subresources = "&".join(
+            name if value == "" else f"{name}={value}"
+            for name, value in sorted(params.items())
+            if name in _V2_SUBRESOURCES
+        )
+        for path in dict.fromkeys([raw_path or "/", unquote(raw_path or "/")]):
+            resource = path + (f"?{subresources}" if subresources else "")
+            to_sign = "\n".join(
+                [
+                    method,
+                    headers.get("content-md5", ""),
+                    headers.get("content-type", ""),
+                    expires_text,
+                    amz + resource,
+                ]
+            )
+            expected = base64.b64encode(
+                hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()
+            ).decode()
+            if hmac.compare_digest(expected, signature):
+                return Verified(access_key, False)
+        raise SigV4Error(
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided."
+            " Check your key and signing method.",
+        )
 
     # -- the two forms --------------------------------------------------------
 
@@ -148,7 +244,7 @@ class Verifier:
         raw_path: str,
         raw_query: str,
         headers: Mapping[str, str],
-        body: bytes,
+        body: bytes | None,
         authorization: str,
         now: float,
     ) -> Verified:
@@ -193,12 +289,8 @@ class Verifier:
                     " send the body's SHA-256 or UNSIGNED-PAYLOAD",
                     501,
                 )
-            if hashlib.sha256(body).hexdigest() != payload:
-                raise SigV4Error(
-                    "XAmzContentSHA256Mismatch",
-                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
-                    400,
-                )
+            if body is not None:
+                check_payload(body, payload)
         access_key, scope = self._credential(fields["Credential"], amz_date)
         signed_headers = fields["SignedHeaders"]
         self._check_signature(
@@ -213,7 +305,8 @@ class Verifier:
             scope,
             fields["Signature"],
         )
-        return Verified(access_key, payload_signed)
+        unchecked = payload if payload_signed and body is None else None
+        return Verified(access_key, payload_signed, unchecked)
 
     def _verify_presigned(
         self,

@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -37,6 +38,8 @@ __all__ = ["ErrorFactory", "HttpServer", "Request", "Response", "json_error"]
 
 REQUEST_HEAD_BYTES_MAX = 16 * 1024
 REQUEST_BODY_BYTES_MAX = 1024 * 1024
+logger = logging.getLogger(__name__)
+
 KEEP_ALIVE_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 
@@ -69,6 +72,11 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     #: The Content-Length to announce when it is not the body's (a HEAD answer).
     content_length: int | None = None
+    #: A body sent in pieces instead of ``body`` (``content_length`` must say its size):
+    #: each ``next()`` runs on a worker thread, so it may block (read a file). If it
+    #: raises or yields fewer bytes than announced, the connection is closed, so the
+    #: client sees a short body rather than a wrong one.
+    chunks: Iterator[bytes] | None = None
 
     @classmethod
     def json(cls, value: object, status: int = 200) -> Response:
@@ -289,3 +297,30 @@ class HttpServer:
         if method != "HEAD" and response.body:
             writer.write(response.body)
         await writer.drain()
+        if response.chunks is not None:
+            chunks, response.chunks = response.chunks, None
+            if method != "HEAD":
+                await self._send_chunks(writer, chunks, length)
+
+    @staticmethod
+    async def _send_chunks(
+        writer: asyncio.StreamWriter, chunks: Iterator[bytes], length: int
+    ) -> None:
+        sent = 0
+        try:
+            while sent < length:
+                chunk = await asyncio.to_thread(next, chunks, None)
+                if chunk is None:
+                    break
+                sent += len(chunk)
+                writer.write(chunk)
+                await writer.drain()
+        except Exception:
+            logger.exception("a streamed response body failed after %d bytes", sent)
+            sent = -1
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if sent != length:
+            raise ConnectionAbortedError(f"streamed body ended after {sent} of {length} bytes")
