@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import sdi
+from sdi.errors import InvalidArgument
 from sdi.runtime import Service, ServiceConfig, run, run_services
 from sdi.runtime.status import StatusService
 from sdi.systems import SYSTEMS, System
@@ -124,8 +125,12 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "nodes": args.nodes,
             "durability": args.durability,
             "metadata_url": args.metadata_url,
+            "upload_expiry_days": args.upload_expiry_days,
         }
-        service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
+        try:
+            service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
+        except InvalidArgument as error:
+            parser.error(str(error))
     config = ServiceConfig(args.host, port, data_dir / args.system)
     run(lambda: run_services([(service, config)]))
     return 1 if service.failure else 0
@@ -256,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep buckets, versions and uploads in this PostgreSQL database "
         "(postgresql://user@host:port/db; also $SDI_S3_METADATA_URL) instead of SQLite "
         "in --data-dir",
+    )
+    s3.add_argument(
+        "--upload-expiry-days",
+        type=float,
+        default=7.0,
+        help="abort multipart uploads left unfinished this long and delete their parts (default 7)",
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -226,3 +226,24 @@ def test_metadata_in_postgresql(tmp_path: Path) -> None:
                 versions = client.list_object_versions(Bucket="pg-bucket")["Versions"]
                 assert len(versions) == 3
         assert not (tmp_path / "metadata.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--durability", "raid5"], "unknown durability scheme 'raid5'"),
+        (["--nodes", "3", "--durability", "ec-4+2"], "needs 6 data nodes and there are 3"),
+        (["--nodes", "0"], "--nodes must be 1 to 64"),
+        (["--upload-expiry-days", "-1"], "number of days >= 0"),
+    ],
+)
+def test_sdi_serve_s3_refuses_bad_options(tmp_path: Path, args: list[str], said: str) -> None:
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sdi.cli", "serve", "s3", "--port", "0", "--data-dir",
+         str(tmp_path), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert said in done.stderr

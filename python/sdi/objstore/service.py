@@ -46,6 +46,7 @@ from sdi.objstore.blobs import ClusterBlobs
 from sdi.objstore.cluster import ClusterStore
 from sdi.objstore.nodes import LocalNode, NodeClient
 from sdi.objstore.nodeserver import NodeProcess, spawn_nodes
+from sdi.objstore.placement import Scheme
 from sdi.objstore.s3 import (
     OBJECT_BYTES_MAX,
     UPLOAD_EXPIRY_S,
@@ -164,11 +165,20 @@ class ObjectsService(Service):
     ) -> None:
         if nodes is not None and not 1 <= nodes <= NODES_MAX:
             raise InvalidArgument(f"--nodes must be 1 to {NODES_MAX}, not {nodes}")
+        if not upload_expiry_s >= 0:
+            raise InvalidArgument(
+                f"the upload expiry must be a number of days >= 0, not {upload_expiry_s / 86400}"
+            )
         self.access_key = access_key or os.environ.get("SDI_S3_ACCESS_KEY") or DEV_ACCESS_KEY
         self.secret_key = secret_key or os.environ.get("SDI_S3_SECRET_KEY") or DEV_SECRET_KEY
         self.nodes = nodes
         count = DEFAULT_NODES if nodes is None else nodes
         self.durability = durability or ("ec-4+2" if count >= 6 else f"replicas-{min(3, count)}")
+        if Scheme.parse(self.durability).slots > count:
+            raise InvalidArgument(
+                f"--durability {self.durability} needs {Scheme.parse(self.durability).slots}"
+                f" data nodes and there are {count}; raise --nodes or choose fewer pieces"
+            )
         self.supervise = supervise
         self.metadata_url = metadata_url or os.environ.get("SDI_S3_METADATA_URL") or None
         self.sync = sync
@@ -328,4 +338,5 @@ def service(options: dict[str, Any]) -> Service:
         nodes=options.get("nodes"),
         durability=options.get("durability"),
         metadata_url=options.get("metadata_url"),
+        upload_expiry_s=float(options.get("upload_expiry_days") or 7.0) * 86400,
     )
