@@ -13,7 +13,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +23,6 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 from sdi.objstore.service import DEV_ACCESS_KEY, DEV_SECRET_KEY  # noqa: E402
 from sdi.testing.s3 import S3Server, error_code, s3_client  # noqa: E402
-
-_Server = S3Server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
-    with _Server(tmp_path_factory.mktemp("s3")) as running:
-        yield running
-
-
-_client = s3_client
-
-
-@pytest.fixture(scope="module")
-def s3(server: _Server) -> Any:
-    return _client(server.url)
-
-
-_counter = iter(range(10**6))
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"bucket-{next(_counter)}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def _code(error: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
@@ -91,7 +64,7 @@ def test_invalid_bucket_names(s3: Any, name: str) -> None:
     assert _code(error) == ("InvalidBucketName", 400)
 
 
-def test_malformed_create_bucket_xml(server: _Server) -> None:
+def test_malformed_create_bucket_xml(server: S3Server) -> None:
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
@@ -109,7 +82,7 @@ def test_malformed_create_bucket_xml(server: _Server) -> None:
     assert error.value.code == 400
     assert b"<Code>MalformedXML</Code>" in error.value.read()
     with pytest.raises(ClientError):
-        _client(server.url).head_bucket(Bucket="broken-xml")
+        s3_client(server.url).head_bucket(Bucket="broken-xml")
 
 
 def test_put_get_head_delete_object(s3: Any, bucket: str) -> None:
@@ -269,7 +242,7 @@ def test_upload_fileobj_and_download(s3: Any, bucket: str, tmp_path: Path) -> No
     assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
 
 
-def test_presigned_urls(server: _Server, s3: Any, bucket: str) -> None:
+def test_presigned_urls(server: S3Server, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="shared/file.txt", Body=b"shared bytes")
     url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": "shared/file.txt"}, ExpiresIn=60
@@ -299,8 +272,8 @@ def test_presigned_urls(server: _Server, s3: Any, bucket: str) -> None:
     assert s3.get_object(Bucket=bucket, Key="uploaded")["Body"].read() == b"via presigned put"
 
 
-def test_wrong_secret_and_anonymous_change_nothing(server: _Server, s3: Any, bucket: str) -> None:
-    wrong = _client(server.url, secret="not-the-secret")
+def test_wrong_secret_and_anonymous_change_nothing(server: S3Server, s3: Any, bucket: str) -> None:
+    wrong = s3_client(server.url, secret="not-the-secret")
     with pytest.raises(ClientError) as error:
         wrong.put_object(Bucket=bucket, Key="intruder", Body=b"x")
     assert _code(error) == ("SignatureDoesNotMatch", 403)
@@ -330,7 +303,9 @@ def test_wrong_secret_and_anonymous_change_nothing(server: _Server, s3: Any, buc
 
 
 @pytest.mark.parametrize("size", [11, 3 << 20], ids=["small", "large"])
-def test_payload_hash_mismatch_is_refused(server: _Server, s3: Any, bucket: str, size: int) -> None:
+def test_payload_hash_mismatch_is_refused(
+    server: S3Server, s3: Any, bucket: str, size: int
+) -> None:
     """A body that is not the one signed: 400, nothing listed, no bytes left in the store.
 
     Large bodies are hashed while they are stored, so this also checks they are removed.
@@ -367,12 +342,12 @@ def test_payload_hash_mismatch_is_refused(server: _Server, s3: Any, bucket: str,
 
 
 def test_data_survives_a_restart(tmp_path: Path) -> None:
-    with _Server(tmp_path) as first:
-        client = _client(first.url)
+    with S3Server(tmp_path) as first:
+        client = s3_client(first.url)
         client.create_bucket(Bucket="kept")
         client.put_object(Bucket="kept", Key="a", Body=b"durable")
-    with _Server(tmp_path) as second:
-        client = _client(second.url)
+    with S3Server(tmp_path) as second:
+        client = s3_client(second.url)
         assert client.get_object(Bucket="kept", Key="a")["Body"].read() == b"durable"
 
 
@@ -409,7 +384,7 @@ def test_sdi_serve_s3_subprocess(tmp_path: Path) -> None:
     try:
         assert DEV_ACCESS_KEY in printed
         assert DEV_SECRET_KEY in printed
-        client = _client(url)
+        client = s3_client(url)
         client.create_bucket(Bucket="from-cli")
         client.put_object(Bucket="from-cli", Key="k", Body=b"v")
         assert client.get_object(Bucket="from-cli", Key="k")["Body"].read() == b"v"
@@ -424,7 +399,7 @@ def test_sigkill_during_puts_keeps_acknowledged_objects_and_shows_no_partial_one
     tmp_path: Path,
 ) -> None:
     process, url, _ = _spawn(tmp_path)
-    client = _client(url, connect_timeout=5, read_timeout=5)
+    client = s3_client(url, connect_timeout=5, read_timeout=5)
     client.create_bucket(Bucket="storm")
     acked: dict[str, bytes] = {}
     stop = threading.Event()
@@ -456,7 +431,7 @@ def test_sigkill_during_puts_keeps_acknowledged_objects_and_shows_no_partial_one
     assert len(acked) >= 150
     process, url, _ = _spawn(tmp_path)
     try:
-        client = _client(url)
+        client = s3_client(url)
         listed = {
             item["Key"]: item
             for page in client.get_paginator("list_objects_v2").paginate(Bucket="storm")
@@ -487,7 +462,7 @@ def test_subresources_not_built_answer_not_implemented(s3: Any, bucket: str) -> 
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["src"]
 
 
-def test_delete_objects_in_one_request(server: _Server, s3: Any, bucket: str) -> None:
+def test_delete_objects_in_one_request(server: S3Server, s3: Any, bucket: str) -> None:
     for name in ("a", "b", "c/d", "keep"):
         s3.put_object(Bucket=bucket, Key=name, Body=name.encode())
     answer = s3.delete_objects(

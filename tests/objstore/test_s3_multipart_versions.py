@@ -6,7 +6,6 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,6 @@ from botocore.exceptions import ClientError  # noqa: E402
 from sdi.testing.s3 import S3Server, error_code, s3_client  # noqa: E402
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with S3Server(tmp_path_factory.mktemp("s3")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def s3(server: S3Server) -> Any:
-    return s3_client(server.url)
-
-
-_counter = iter(range(10**6))
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"features-{next(_counter)}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def _code(error: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:

@@ -36,6 +36,7 @@ from typing import Any
 from sdi.errors import InvalidArgument
 from sdi.mq.etcd import Etcd, EtcdError
 from sdi.mq.topics import TopicMeta
+from sdi.runtime.service import cancel_and_wait
 
 __all__ = [
     "BrokerInfo",
@@ -177,11 +178,8 @@ class ClusterMetadata:
 
     async def close(self) -> None:
         """Stops the keep-alive and gives up the lease (the broker leaves at once)."""
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
-            self._keepalive = None
+        await cancel_and_wait(self._keepalive)
+        self._keepalive = None
         if self._lease:
             with contextlib.suppress(EtcdError):
                 await self.etcd.lease_revoke(self._lease)

@@ -24,7 +24,6 @@ assignment), ``Stable``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import time
 import uuid
@@ -42,6 +41,7 @@ from sdi.mq.protocol import (
     SyncGroupRequest,
     SyncGroupResponse,
 )
+from sdi.runtime.service import cancel_and_wait
 
 __all__ = [
     "GroupCoordinator",
@@ -129,11 +129,8 @@ class GroupCoordinator:
 
     async def stop(self) -> None:
         """Stops the reaper and fails every join and sync still waiting."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-            self._reaper = None
+        await cancel_and_wait(self._reaper)
+        self._reaper = None
         for group in self._groups.values():
             if group.rebalance_timer is not None:
                 group.rebalance_timer.cancel()

@@ -100,7 +100,14 @@ from sdi.objstore.ec import checksum as crc32c
 from sdi.objstore.nodes import NodeUnavailable
 from sdi.runtime.child import ChildProcess
 from sdi.runtime.http import HttpServer, Request, Response
-from sdi.runtime.service import Endpoint, Service, ServiceConfig, run, run_services
+from sdi.runtime.service import (
+    Endpoint,
+    Service,
+    ServiceConfig,
+    cancel_and_wait,
+    run,
+    run_services,
+)
 
 __all__ = [
     "OBJECT_BYTES_MAX",
@@ -271,11 +278,8 @@ class NodeServer(Service):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
-        if self._compactor is not None:
-            self._compactor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compactor
-            self._compactor = None
+        await cancel_and_wait(self._compactor)
+        self._compactor = None
         if self._compacting is not None:
             with contextlib.suppress(Exception):
                 await self._compacting

@@ -57,6 +57,7 @@ from sdi.objstore.s3 import (
 )
 from sdi.runtime import Endpoint, Service, ServiceConfig
 from sdi.runtime.http import HttpServer, Request, Response
+from sdi.runtime.service import cancel_and_wait
 
 __all__ = ["DEV_ACCESS_KEY", "DEV_SECRET_KEY", "ObjectsService", "S3HttpServer", "service"]
 
@@ -309,16 +310,10 @@ class ObjectsService(Service):
         ]
 
     async def stop(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
-            self._maintenance = None
+        await cancel_and_wait(self._supervisor)
+        self._supervisor = None
+        await cancel_and_wait(self._maintenance)
+        self._maintenance = None
         if self._round is not None:
             with contextlib.suppress(Exception):
                 await self._round

@@ -54,7 +54,6 @@ per-process secret.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -67,6 +66,7 @@ from sdi.proximity.lbs import LbsServer, ProximityApi
 from sdi.proximity.places import POPULATION_THRESHOLDS, load_places
 from sdi.proximity.store import POSTGRES_URL_SCHEMES, BusinessStore, Change
 from sdi.runtime import Endpoint, Service, ServiceConfig
+from sdi.runtime.service import cancel_and_wait
 
 if TYPE_CHECKING:
     from sdi.proximity.redisgeo import GeoKeyspace
@@ -265,11 +265,8 @@ class ProximityService(Service):
         if self.resp is not None:
             await self.resp.stop()
             self.resp = None
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-            self._follower = None
+        await cancel_and_wait(self._follower)
+        self._follower = None
         if self.server is not None:
             await self.server.stop()
             self.server = None

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
+from sdi.runtime.service import close_connections
+
 __all__ = ["ErrorFactory", "HttpServer", "Request", "Response", "json_error"]
 
 REQUEST_HEAD_BYTES_MAX = 16 * 1024
@@ -41,7 +43,6 @@ REQUEST_BODY_BYTES_MAX = 1024 * 1024
 logger = logging.getLogger(__name__)
 
 KEEP_ALIVE_SECONDS = 30.0
-SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -139,19 +140,7 @@ class HttpServer:
     async def stop(self) -> None:
         """Stops listening, lets requests in progress finish, closes idle connections."""
         self._stopping = True
-        if self._server is not None:
-            self._server.close()
-        idle = self._connections - self._busy
-        for task in idle:
-            task.cancel()
-        if self._busy:
-            await asyncio.wait(set(self._busy), timeout=SHUTDOWN_GRACE_SECONDS)
-        for task in self._connections:
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await close_connections(self._server, self._connections, self._busy)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

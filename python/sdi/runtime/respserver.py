@@ -67,6 +67,7 @@ from typing import Any, TypeAlias
 
 from sdi.errors import InvalidArgument, LimitExceeded, ProtocolError
 from sdi.resp import CommandParser, ReplyError, SimpleString, encode_replies, encode_reply
+from sdi.runtime.service import close_connections
 
 __all__ = [
     "NOT_FLOAT",
@@ -104,7 +105,6 @@ ARGUMENTS_MAX = 1024 * 1024
 BUFFER_BYTES_MAX = 128 * 1024 * 1024
 READ_BYTES = 64 * 1024
 REPLY_BATCH = 1024
-SHUTDOWN_GRACE_SECONDS = 5.0
 
 #: What a handler returns: anything :func:`sdi.resp.encode_reply` encodes.
 Reply: TypeAlias = Any
@@ -363,18 +363,7 @@ class RespServer:
     async def stop(self) -> None:
         """Stops listening, lets the commands being run finish, closes every connection."""
         self._stopping = True
-        if self._server is not None:
-            self._server.close()
-        for task in set(self._connections) - self._busy:
-            task.cancel()
-        if self._busy:
-            await asyncio.wait(set(self._busy), timeout=SHUTDOWN_GRACE_SECONDS)
-        for task in self._connections:
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await close_connections(self._server, list(self._connections), self._busy)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -11,14 +11,56 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["Endpoint", "Service", "ServiceConfig", "run", "run_services"]
+__all__ = [
+    "Endpoint",
+    "Service",
+    "ServiceConfig",
+    "cancel_and_wait",
+    "close_connections",
+    "run",
+    "run_services",
+]
+
+#: How long a stopping server waits for requests in progress before cancelling them.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancels a background task (None is fine) and waits until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def close_connections(
+    server: asyncio.Server | None,
+    connections: Collection[asyncio.Task[None]],
+    busy: Collection[asyncio.Task[None]],
+) -> None:
+    """A server's clean stop: stop listening, end idle connections, give the busy ones
+    :data:`SHUTDOWN_GRACE_SECONDS` to finish what they are doing, then end them too."""
+    if server is not None:
+        server.close()
+    for task in set(connections) - set(busy):
+        task.cancel()
+    if busy:
+        await asyncio.wait(set(busy), timeout=SHUTDOWN_GRACE_SECONDS)
+    for task in connections:
+        task.cancel()
+    if connections:
+        await asyncio.gather(*connections, return_exceptions=True)
+    if server is not None:
+        await server.wait_closed()
 
 
 @dataclass(frozen=True)
