@@ -84,11 +84,12 @@ def cmd_up(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # Each system gets a block of ports by its chapter: its main port, then
         # its own extra ones (the message queue, chapter 4, on 8740).
         service_port = 0 if port == 0 else port + PORTS_PER_SYSTEM * system.chapter
-        # The proximity service's Redis GEO commands on the port after its HTTP one.
+        # The RESP ports of the proximity service (Redis GEO commands) and the
+        # leaderboard (sorted sets) are the ports after their HTTP ones.
         options = {"resp_port": service_port + 1 if service_port else 0}
         services.append(
             (
-                make_service(system, options if system.key == "proximity" else None),
+                make_service(system, options if system.key in RESP_SYSTEMS else None),
                 ServiceConfig(args.host, service_port, data_dir / system.key),
             )
         )
@@ -137,6 +138,10 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "redis_url": args.redis_url,
             "load_places": not args.no_places,
             "api_token": args.api_token,
+            "aof_fsync": args.aof_fsync,
+            "shards": args.shards,
+            "sharding": args.sharding,
+            "score_bounds": args.score_bounds,
         }
         try:
             service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
@@ -148,7 +153,9 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 #: The systems whose HTTP APIs take the tokens of ``sdi token``.
-TOKEN_SYSTEMS = ["proximity"]
+TOKEN_SYSTEMS = ["proximity", "leaderboard"]
+#: The systems with a RESP port beside their main one.
+RESP_SYSTEMS = ("proximity", "leaderboard")
 
 
 def cmd_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -317,13 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=7.0,
         help="abort multipart uploads left unfinished this long and delete their parts (default 7)",
     )
-    proximity = serve.add_argument_group("proximity")
+    proximity = serve.add_argument_group("proximity and leaderboard")
     proximity.add_argument(
         "--resp-port",
         type=int,
         default=None,
-        help="also serve the businesses as the geo set 'businesses' over RESP on this port, "
-        "for Redis's GEO commands (GEOSEARCH, GEOPOS, ...); default: no RESP port",
+        help="proximity: also serve the businesses as the geo set 'businesses' over RESP on "
+        "this port, for Redis's GEO commands (default: no RESP port); leaderboard: the sorted "
+        "sets' Redis port (default --port + 1)",
     )
     proximity.add_argument(
         "--database-url",
@@ -345,9 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
     proximity.add_argument(
         "--api-token",
         default=None,
-        help="the token business writes must bear (also $SDI_PROXIMITY_API_TOKEN); default: "
-        "tokens of `sdi token create proximity`, and an admin token written to "
-        "--data-dir/api-token on first start",
+        help="the token HTTP writes must bear (also $SDI_PROXIMITY_API_TOKEN or "
+        "$SDI_LEADERBOARD_API_TOKEN); default: tokens of `sdi token create SYSTEM`, and an "
+        "admin token written to --data-dir/api-token on first start",
+    )
+    leaderboard = serve.add_argument_group("leaderboard")
+    leaderboard.add_argument(
+        "--aof-fsync",
+        choices=["always", "everysec", "no"],
+        default="everysec",
+        help="when the sorted sets' append-only log is fsynced: always (before each reply), "
+        "everysec (the default; up to a second of writes at risk on power loss) or no",
+    )
+    leaderboard.add_argument(
+        "--shards",
+        default=None,
+        help="run as a router: the boards live on these Redis-protocol servers "
+        "(redis://host:port, comma-separated; sdi leaderboard servers or redis-server)",
+    )
+    leaderboard.add_argument(
+        "--sharding",
+        choices=["hash", "range"],
+        default="hash",
+        help="with --shards: split users by a hash of their id (the default) or by score range",
+    )
+    leaderboard.add_argument(
+        "--score-bounds",
+        default=None,
+        help="with --sharding range: the scores where one server's range ends and the next "
+        "one's starts, comma-separated (one fewer than the servers)",
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -66,7 +66,15 @@ SYSTEMS: tuple[System, ...] = (
         state="built",
         service_module="sdi.objstore.service",
     ),
-    System("leaderboard", "Gaming leaderboard", 10, "Redis protocol (RESP)", "zset"),
+    System(
+        "leaderboard",
+        "Gaming leaderboard",
+        10,
+        "HTTP JSON, Redis sorted sets over RESP",
+        "zset",
+        state="built",
+        service_module="sdi.leaderboard.service",
+    ),
     System("payments", "Payment system", 11, "HTTP JSON with idempotency keys", "ledger"),
     System("wallet", "Digital wallet", 12, "HTTP JSON, batch binary API", "ledger"),
     System(

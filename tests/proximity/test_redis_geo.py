@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,8 +23,9 @@ from sdi.proximity.redisgeo import (
     geo_commands,
     keyspace_info,
 )
-from sdi.resp import ReplyError, ReplyParser, encode_command
+from sdi.resp import ReplyError
 from sdi.runtime.respserver import RespServer, serve_in_thread
+from sdi.testing.resp import RawClient
 from sdi.testing.servers import RedisServer
 
 pytestmark = pytest.mark.needs_server
@@ -37,30 +37,6 @@ def geo_server() -> Iterator[tuple[int, GeoKeyspace]]:
     server = RespServer(geo_commands(keyspace), info={"keyspace": lambda: keyspace_info(keyspace)})
     with serve_in_thread(server) as port:
         yield port, keyspace
-
-
-class RawClient:
-    """Commands in, parsed replies out (errors as ReplyError values), nothing interpreted."""
-
-    def __init__(self, port: int, protocol: int = 2) -> None:
-        self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.parser = ReplyParser()
-        if protocol == 3:
-            self.call("HELLO", "3")
-
-    def call(self, *args: Any) -> Any:
-        self.socket.sendall(encode_command(*args))
-        while True:
-            value = self.parser.gets()
-            if value is not False:
-                return value
-            data = self.socket.recv(1 << 16)
-            if not data:
-                raise ConnectionError("closed")
-            self.parser.feed(data)
-
-    def close(self) -> None:
-        self.socket.close()
 
 
 # --- redis-py against sdi ------------------------------------------------------------------

@@ -18,7 +18,7 @@ from sdi.errors import InvalidArgument
 from sdi.proximity.service import ProximityService, service
 from sdi.testing import servers
 from sdi.testing.broker import ServiceProcess
-from sdi.testing.proximity import TEST_TOKEN, RunningProximity, request
+from sdi.testing.running import TEST_TOKEN, RunningProximity, request
 from sdi.testing.servers import PostgresServer
 
 PARIS = 2988507  # its GeoNames id

@@ -146,7 +146,7 @@ def test_redis_py_sync(server_port: int) -> None:
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         client.execute_command("WRONGTYPE")
     assert client.ping() is True  # still usable after every error
-    assert client.execute_command("COMMAND COUNT") == 17
+    assert client.execute_command("COMMAND COUNT") == 21
     assert client.execute_command("PROTO") == [b"protocol", 2, b"half", b"0.5", b"set", [b"x"]]
     client.close()
 
@@ -375,7 +375,61 @@ def test_redis_cli(server_port: int) -> None:
     info = run("INFO")
     assert "redis_version:" in info
     assert "cluster_enabled:0" in info
-    assert run("COMMAND", "COUNT").strip() == "17"
+    assert run("COMMAND", "COUNT").strip() == "21"
     assert "set" in run("COMMAND", "DOCS", "set")
     assert run("SET", "cli", "v").strip() == "OK"
     assert run("GET", "cli").strip() == "v"
+
+
+TRANSACTION_CASES = [
+    ["EXEC"],
+    ["DISCARD"],
+    ["MULTI"],
+    ["SET", "tx", "1"],
+    ["INCRBY", "tx", "41"],
+    ["GET", "tx"],
+    ["MULTI"],  # nested: refused, the transaction goes on
+    ["EXEC"],
+    ["MULTI"],
+    ["SET", "tx", "oops"],
+    ["INCRBY", "tx", "1"],  # fails when run: an error inside EXEC's reply
+    ["GET", "tx"],
+    ["EXEC"],
+    ["MULTI"],
+    ["SET", "tx", "2"],
+    ["GET"],  # wrong arity: refused now, and EXEC aborts
+    ["NOPE", "x"],
+    ["EXEC"],
+    ["GET", "tx"],
+    ["MULTI"],
+    ["SET", "tx", "3"],
+    ["DISCARD"],
+    ["GET", "tx"],
+    ["MULTI"],
+    ["EXEC"],
+    ["MULTI"],
+    ["PING"],
+    ["ECHO", "hi"],
+    ["EXEC"],
+]
+
+
+def test_transactions_match_redis(server_port: int, redis_server: RedisServer) -> None:
+    script = b"".join(encode_command(*command) for command in TRANSACTION_CASES)
+    expected, _ = _raw(redis_server.port, script, len(TRANSACTION_CASES))
+    got, _ = _raw(server_port, script, len(TRANSACTION_CASES))
+    for command, mine, theirs in zip(TRANSACTION_CASES, got, expected, strict=True):
+        if isinstance(theirs, list):
+            assert [_plain(m) for m in mine] == [_plain(t) for t in theirs], command
+        else:
+            assert _plain(mine) == _plain(theirs), command
+
+
+def test_redis_py_transactions(server_port: int) -> None:
+    client = redis.Redis(port=server_port)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set("txp", "5").incrby("txp", 2).get("txp")
+        assert pipe.execute() == [True, 7, b"7"]
+    with client.pipeline() as pipe, pytest.raises(redis.ResponseError, match="WATCH is not"):
+        pipe.watch("txp")
+    client.close()

@@ -10,8 +10,19 @@ from . import geo as geo
 from . import log as log
 from . import marketdata as marketdata
 from . import ring as ring
+from . import zset as zset
 
-__all__ = ["__version__", "_panic_for_test", "ec", "exchange", "geo", "log", "marketdata", "ring"]
+__all__ = [
+    "__version__",
+    "_panic_for_test",
+    "ec",
+    "exchange",
+    "geo",
+    "log",
+    "marketdata",
+    "ring",
+    "zset",
+]
 
 __version__: str
 

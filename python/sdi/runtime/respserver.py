@@ -4,7 +4,12 @@ A system brings a command table, ``{name: Command(handler, arity)}``, and the
 server does the rest: the protocol (the compiled codec of :mod:`sdi.resp`),
 pipelining, RESP2/RESP3 per connection (``HELLO``), and the commands every
 client sends on its own (``PING``, ``HELLO``, ``CLIENT``, ``SELECT``,
-``COMMAND``, ``INFO``, ``QUIT``, ``RESET``, ``AUTH``, ``ECHO``). Errors are worded
+``COMMAND``, ``INFO``, ``QUIT``, ``RESET``, ``AUTH``, ``ECHO``), and
+transactions: ``MULTI`` queues commands (checking names and arity; a
+refused one makes ``EXEC`` answer ``EXECABORT``) and ``EXEC`` runs them in
+order with no other client's command in between (while the handlers are
+plain functions), ``DISCARD`` drops them. ``WATCH`` is refused with a
+message saying so. Errors are worded
 as redis-server words them, so clients (redis-py, redis-cli) react as they
 would against Redis.
 
@@ -63,7 +68,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, cast
 
 from sdi.errors import InvalidArgument, LimitExceeded, ProtocolError
 from sdi.resp import CommandParser, ReplyError, SimpleString, encode_replies, encode_reply
@@ -194,6 +199,8 @@ class Client:
         "lib_name",
         "lib_ver",
         "local_address",
+        "multi",
+        "multi_failed",
         "name",
         "protocol",
         "server",
@@ -214,6 +221,10 @@ class Client:
         self.last_command = b""
         #: Set by QUIT: the connection closes once the replies so far are written.
         self.closing = False
+        #: The commands queued since MULTI (None: not in a transaction).
+        self.multi: list[list[bytes]] | None = None
+        #: A command queued since MULTI was refused (unknown, wrong arity): EXEC aborts.
+        self.multi_failed = False
 
     def info_line(self) -> str:
         """This client as a line of ``CLIENT INFO`` / ``CLIENT LIST``."""
@@ -231,7 +242,7 @@ class Client:
             "sub=0",
             "psub=0",
             "ssub=0",
-            "multi=-1",
+            f"multi={-1 if self.multi is None else len(self.multi)}",
             "qbuf=0",
             "qbuf-free=0",
             "argv-mem=0",
@@ -303,8 +314,34 @@ def _name_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+class _GatedWriter:
+    """A connection's writer whose replies wait for ``gate`` before they are written."""
+
+    __slots__ = ("_gate", "_pending", "_writer")
+
+    def __init__(self, writer: asyncio.StreamWriter, gate: Callable[[], Awaitable[None]]):
+        self._writer = writer
+        self._gate = gate
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+
+    async def drain(self) -> None:
+        await self._gate()
+        if self._pending:
+            self._writer.writelines(self._pending)
+            self._pending = []
+        await self._writer.drain()
+
+
 class RespServer:
-    """Serves a command table over RESP2/RESP3; ``stop()`` lets commands in progress finish."""
+    """Serves a command table over RESP2/RESP3; ``stop()`` lets commands in progress finish.
+
+    ``before_reply``, when given, is awaited before each batch of replies is
+    written (a server that logs writes makes it wait for its log, so no
+    reply shows a change that is not yet durable).
+    """
 
     def __init__(
         self,
@@ -315,6 +352,7 @@ class RespServer:
         buffer_bytes_max: int = BUFFER_BYTES_MAX,
         reply_batch: int = REPLY_BATCH,
         info: Mapping[str, Callable[[], Mapping[str, object]]] | None = None,
+        before_reply: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if buffer_bytes_max < 1024 or bulk_bytes_max < 1 or arguments_max < 1 or reply_batch < 1:
             raise InvalidArgument("RespServer limits must be positive (buffer_bytes_max >= 1024)")
@@ -325,6 +363,7 @@ class RespServer:
             "inline_bytes_max": min(64 * 1024, buffer_bytes_max),
         }
         self._reply_batch = reply_batch
+        self._before_reply = before_reply
         self._info_sections = dict(info or {})
         self.commands: dict[bytes, Command] = dict(_builtin_commands())
         for name, command in commands.items():
@@ -419,6 +458,8 @@ class RespServer:
         self, commands: list[list[bytes]], client: Client, writer: asyncio.StreamWriter
     ) -> None:
         """Runs pipelined commands in order; writes their replies in as few writes as it may."""
+        if self._before_reply is not None:
+            writer = cast(asyncio.StreamWriter, _GatedWriter(writer, self._before_reply))
         table = self._table
         replies: list[Reply] = []
         protocol = client.protocol
@@ -427,18 +468,19 @@ class RespServer:
             if entry is None:
                 entry = table.get(argv[0].lower())
             try:
-                if entry is None:
-                    raise RespError(_unknown_command(argv))
-                name, command, is_async = entry
-                arity = command.arity
-                if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
-                    raise RespError(
-                        f"ERR wrong number of arguments for '{_name_text(name)}' command"
-                    )
-                client.last_command = name
-                reply = command.handler(client, argv)
-                if is_async:
-                    reply = await reply
+                if client.multi is not None and (entry is None or entry[0] not in _NOT_QUEUED):
+                    reply = _queue(client, argv, entry)
+                else:
+                    if entry is None:
+                        raise RespError(_unknown_command(argv))
+                    name, command, is_async = entry
+                    _check_arity(name, command, argv)
+                    client.last_command = name
+                    reply = command.handler(client, argv)
+                    if is_async:
+                        reply = await reply
+                    if name == b"exec":
+                        reply = await self._exec(client)
             except RespError as error:
                 reply = ReplyError(error.message)
             except Exception:
@@ -460,6 +502,28 @@ class RespServer:
         if replies:
             writer.write(self._encode(replies, protocol))
         await writer.drain()
+
+    async def _exec(self, client: Client) -> Reply:
+        """EXEC: runs the queued commands in order; their replies (errors among them) as one."""
+        queued, failed = client.multi or [], client.multi_failed
+        client.multi, client.multi_failed = None, False
+        if failed:
+            raise RespError("EXECABORT Transaction discarded because of previous errors.")
+        replies: list[Reply] = []
+        for argv in queued:
+            name, command, is_async = self._table[argv[0].lower()]
+            try:
+                client.last_command = name
+                reply = command.handler(client, argv)
+                if is_async:
+                    reply = await reply
+            except RespError as error:
+                reply = ReplyError(error.message)
+            except Exception:
+                logger.exception("RESP command %r failed", argv[0][:64])
+                reply = ReplyError("ERR internal error")
+            replies.append(reply)
+        return replies
 
     @staticmethod
     def _encode(replies: list[Reply], protocol: int) -> bytes:
@@ -531,13 +595,28 @@ class RespServer:
         return "\r\n".join(parts)
 
 
+class Startable(Protocol):
+    """A server with ``async start(host, port) -> port`` and ``async stop()``."""
+
+    async def start(self, host: str, port: int) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
 @contextlib.contextmanager
-def serve_in_thread(server: RespServer, host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
+def serve_in_thread(
+    server: Startable,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+) -> Iterator[int]:
     """Runs ``server`` on an event loop in a thread (for blocking clients and tests); the port.
 
-    The server is stopped cleanly and the thread joined on exit.
+    Any server with ``start(host, port)`` and ``stop()`` will do (a
+    :class:`RespServer`, a leaderboard server). The server is stopped
+    cleanly and the thread joined on exit.
     """
-    loop = asyncio.new_event_loop()
+    loop = loop_factory()
     thread = threading.Thread(target=loop.run_forever, name="sdi-resp-server", daemon=True)
     thread.start()
     try:
@@ -594,6 +673,7 @@ def _unknown_command(argv: list[bytes]) -> str:
 
 _PONG = SimpleString(b"PONG")
 _RESET = SimpleString(b"RESET")
+_QUEUED = SimpleString(b"QUEUED")
 
 
 def _ping(client: Client, argv: list[bytes]) -> Reply:
@@ -606,12 +686,63 @@ def _echo(client: Client, argv: list[bytes]) -> Reply:
     return argv[1]
 
 
+#: Commands run at once inside MULTI rather than queued.
+_NOT_QUEUED = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"})
+
+
+def _check_arity(name: bytes, command: Command, argv: list[bytes]) -> None:
+    arity = command.arity
+    if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
+        raise RespError(f"ERR wrong number of arguments for '{_name_text(name)}' command")
+
+
+def _queue(client: Client, argv: list[bytes], entry: tuple[bytes, Command, bool] | None) -> Reply:
+    """Inside MULTI: checks a command and queues it; a refused one makes EXEC abort."""
+    assert client.multi is not None
+    try:
+        if entry is None:
+            raise RespError(_unknown_command(argv))
+        _check_arity(entry[0], entry[1], argv)
+    except RespError:
+        client.multi_failed = True
+        raise
+    client.multi.append([entry[0], *argv[1:]])
+    return _QUEUED
+
+
+def _multi(client: Client, argv: list[bytes]) -> Reply:
+    if client.multi is not None:
+        raise RespError("ERR MULTI calls can not be nested")
+    client.multi, client.multi_failed = [], False
+    return OK
+
+
+def _exec(client: Client, argv: list[bytes]) -> Reply:
+    if client.multi is None:
+        raise RespError("ERR EXEC without MULTI")
+    return OK  # the server runs the queue (RespServer._exec)
+
+
+def _discard(client: Client, argv: list[bytes]) -> Reply:
+    if client.multi is None:
+        raise RespError("ERR DISCARD without MULTI")
+    client.multi, client.multi_failed = None, False
+    return OK
+
+
+def _watch(client: Client, argv: list[bytes]) -> Reply:
+    if client.multi is not None:
+        raise RespError("ERR WATCH inside MULTI is not allowed")
+    raise RespError("ERR WATCH is not supported by this server; use MULTI and EXEC without it")
+
+
 def _quit(client: Client, argv: list[bytes]) -> Reply:
     client.closing = True
     return OK
 
 
 def _reset(client: Client, argv: list[bytes]) -> Reply:
+    client.multi, client.multi_failed = None, False
     client.protocol = 2
     client.name = None
     client.db = 0
@@ -789,5 +920,11 @@ def _builtin_commands() -> dict[bytes, Command]:
         b"hello": Command(_hello, -1, ("fast",), group=connection, summary="Handshake"),
         b"client": Command(_client, -2, (), group=connection, summary="Connection state"),
         b"command": Command(_command, -1, (), group="server", summary="Command table"),
+        b"multi": Command(
+            _multi, 1, ("fast",), group="transactions", summary="Start a transaction"
+        ),
+        b"exec": Command(_exec, 1, (), group="transactions", summary="Run the transaction"),
+        b"discard": Command(_discard, 1, ("fast",), group="transactions", summary="Drop it"),
+        b"watch": Command(_watch, -2, ("fast",), group="transactions", summary="Not supported"),
         b"info": Command(_info, -1, (), group="server", summary="Server information"),
     }

@@ -14,6 +14,7 @@ mod geo;
 mod log;
 mod marketdata;
 mod ring;
+mod zset;
 
 /// A function that panics on purpose, so the tests can check that a Rust
 /// panic reaches Python as `sdi.errors.InternalError` and not as a crash.
@@ -34,5 +35,6 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::register(m)?;
     ec::register(m)?;
     geo::register(m)?;
+    zset::register(m)?;
     Ok(())
 }

@@ -68,8 +68,10 @@
 //! assert_eq!(board.count_by_score(&ScoreRange::parse(b"(30", b"+inf").unwrap()), 1);
 //! ```
 
+mod dump;
 mod tree;
 
+pub use dump::{DumpError, DUMP_MAGIC, DUMP_VERSION};
 use std::cmp::Ordering;
 use tree::{cmp_key, Path, Tree};
 
@@ -988,7 +990,56 @@ impl ZSet {
     /// ZRANGE BYLEX `[REV]` [LIMIT offset count] (ZRANGEBYLEX, ZREVRANGEBYLEX).
     pub fn range_by_lex(&self, range: &LexRange<'_>, rev: bool, limit: Option<Limit>) -> Range<'_> {
         let (a, b) = self.lex_interval(range, rev);
-        self.limited(a, b, rev, limit)
+        match limit {
+            Some(l) if l.offset > 0 && a < b && !self.one_score() => {
+                self.lex_skipping(range, rev, if rev { b - 1 } else { a }, l)
+            }
+            _ => self.limited(a, b, rev, limit),
+        }
+    }
+
+    /// A lex range with an offset over different scores, as Redis's listpack
+    /// walk gives it: from the range's first element (`start`), the offset
+    /// skips elements whether or not they are in the range, then elements
+    /// are taken until one is out of it (a rare case, O(n)).
+    fn lex_skipping(
+        &self,
+        range: &LexRange<'_>,
+        rev: bool,
+        start: usize,
+        limit: Limit,
+    ) -> Range<'_> {
+        let n = self.len();
+        let offset = usize::try_from(limit.offset).unwrap_or(usize::MAX);
+        let first = if rev {
+            start.checked_sub(offset)
+        } else {
+            start.checked_add(offset).filter(|&i| i < n)
+        };
+        let Some(first) = first else {
+            return self.interval(0, 0, rev);
+        };
+        let wanted = usize::try_from(limit.count).unwrap_or(usize::MAX);
+        let mut taken = 0;
+        let inside = |i: usize| {
+            let (_, m) = self.get_by_rank(i).expect("in bounds");
+            if rev {
+                range.gte_min(m)
+            } else {
+                range.lte_max(m)
+            }
+        };
+        while taken < wanted && inside(if rev { first - taken } else { first + taken }) {
+            taken += 1;
+            if (rev && taken > first) || (!rev && first + taken >= n) {
+                break;
+            }
+        }
+        if rev {
+            self.interval(first + 1 - taken, first + 1, true)
+        } else {
+            self.interval(first, first + taken, false)
+        }
     }
 
     /// ZLEXCOUNT.
@@ -1118,6 +1169,12 @@ impl ZSet {
     /// own per-allocation headers and rounding are not included.
     pub fn memory_bytes(&self) -> usize {
         self.tree.memory_bytes()
+    }
+
+    /// The member bytes stored (the sum of the members' lengths), so that
+    /// `memory_bytes() - member_bytes() - 8 * len()` is the overhead.
+    pub fn member_bytes(&self) -> usize {
+        self.tree.member_bytes()
     }
 
     /// The shape of the tree, for reports.

@@ -901,6 +901,40 @@ fn model_lex(model: &Model, range: &LexRange<'_>, rev: bool) -> Vec<(f64, Vec<u8
     out
 }
 
+/// A lex range with LIMIT as Redis's listpack walk gives it: from the
+/// range's first element the offset skips elements in set order, in the
+/// range or not; then elements are taken while within the far bound.
+fn model_lex_walk(
+    model: &Model,
+    range: &LexRange<'_>,
+    rev: bool,
+    l: Option<(i64, i64)>,
+) -> Vec<(f64, Vec<u8>)> {
+    let found = model_lex(model, range, rev);
+    let (offset, count) = l.unwrap_or((0, -1));
+    if found.is_empty() || offset < 0 || count == 0 {
+        return vec![];
+    }
+    let mut list = model.list();
+    if rev {
+        list.reverse();
+    }
+    let start = list.iter().position(|e| e.1 == found[0].1).expect("listed");
+    let mut out = vec![];
+    for e in list.iter().skip(start + offset as usize) {
+        let inside = if rev {
+            range.gte_min(&e.1)
+        } else {
+            range.lte_max(&e.1)
+        };
+        if !inside || (count >= 0 && out.len() as i64 >= count) {
+            break;
+        }
+        out.push(e.clone());
+    }
+    out
+}
+
 fn apply_limit(v: Vec<(f64, Vec<u8>)>, l: Option<(i64, i64)>) -> Vec<(f64, Vec<u8>)> {
     match l {
         None => v,
@@ -1006,7 +1040,7 @@ fn run(ops: Vec<Op>) {
                 let lim = l.map(|(offset, count)| Limit { offset, count });
                 assert_eq!(
                     bits(owned(z.range_by_lex(&range, rev, lim))),
-                    bits(apply_limit(want, l))
+                    bits(model_lex_walk(&model, &range, rev, l))
                 );
             }
             Op::Pop(max, n) => {

@@ -939,6 +939,11 @@ impl Tree {
             + self.index.slots.capacity() * 4
     }
 
+    /// Member bytes stored (the sum of the members' lengths).
+    pub(crate) fn member_bytes(&self) -> usize {
+        self.leaves.iter().map(|l| l.bytes.len()).sum()
+    }
+
     /// (leaves in use, inner nodes in use, height, index slots).
     pub(crate) fn shape(&self) -> (usize, usize, usize, usize) {
         (

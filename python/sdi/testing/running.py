@@ -1,7 +1,8 @@
-"""The proximity service on an event loop of its own thread, and an HTTP client for it.
+"""A service on an event loop of its own thread, and a JSON HTTP client for it.
 
-Tests give the service :data:`TEST_TOKEN` as its API token; :func:`request`
-sends it unless told otherwise (``token=None`` sends no token).
+Tests give a service (the proximity service, the leaderboard) :data:`TEST_TOKEN`
+as its API token; :func:`request` sends it unless told otherwise
+(``token=None`` sends no token).
 """
 
 from __future__ import annotations
@@ -11,14 +12,11 @@ import http.client
 import json
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sdi.runtime import ServiceConfig
+from sdi.runtime import Service, ServiceConfig
 
-if TYPE_CHECKING:
-    from sdi.proximity.service import ProximityService
-
-__all__ = ["TEST_TOKEN", "RunningProximity", "request"]
+__all__ = ["TEST_TOKEN", "RunningProximity", "RunningService", "request"]
 
 #: The API token tests configure (``ProximityService(api_token=TEST_TOKEN)``).
 TEST_TOKEN = "sdi_test-token-for-the-proximity-tests"
@@ -48,10 +46,10 @@ def request(
         connection.close()
 
 
-class RunningProximity:
-    """A started :class:`~sdi.proximity.service.ProximityService`; ``stop()`` when done."""
+class RunningService:
+    """A started service on its own event loop thread; ``stop()`` when done."""
 
-    def __init__(self, service: ProximityService, data_dir: Path) -> None:
+    def __init__(self, service: Service, data_dir: Path) -> None:
         self.service = service
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -84,3 +82,7 @@ class RunningProximity:
         token: str | None = TEST_TOKEN,
     ) -> tuple[int, Any]:
         return request(self.port, method, path, body, raw=raw, token=token)
+
+
+#: The proximity tests' name for it.
+RunningProximity = RunningService

@@ -1,0 +1,36 @@
+"""Fixtures: an in-memory leaderboard server on a thread and a real redis-server; the raw
+RESP client (:class:`sdi.testing.resp.RawClient`) and ``running`` for the test modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from sdi.leaderboard import LeaderboardServer
+from sdi.runtime.respserver import serve_in_thread
+from sdi.testing import servers
+from sdi.testing.resp import RawClient
+from sdi.testing.servers import RedisServer
+
+__all__ = ["RawClient", "running"]
+
+
+#: Runs a server on an event loop in a thread; yields its port; stops it on exit.
+running = serve_in_thread
+
+
+@pytest.fixture(scope="module")
+def memory_server() -> Iterator[tuple[int, LeaderboardServer]]:
+    """An in-memory server (no data directory) for the whole module."""
+    server = LeaderboardServer(None)
+    with running(server) as port:
+        yield port, server
+
+
+@pytest.fixture(scope="module")
+def reference_redis() -> Iterator[RedisServer]:
+    """A real redis-server for the whole module."""
+    binary = servers.require_binary("redis-server")
+    with servers.redis_server(binary) as server:
+        yield server
