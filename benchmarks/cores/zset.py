@@ -24,8 +24,11 @@ how many are measured): Redis loads up to 1M members and runs 200k of each comma
 Python runs up to 500k increments and ranks, and at ``full`` builds its structure over
 the first 5M members only (25M tuples would take minutes and several GB).
 
-Goals (issue 8): in process at least 10x Redis's throughput, at most 16 bytes of
-overhead per member.
+Then sdi's RESP server beside redis-server under ``redis-benchmark`` (see
+``cores/leaderboard.py``).
+
+Goals (issue 8): in process at least 10x Redis's throughput, the RESP server at least
+as fast as redis-server, at most 16 bytes of overhead per member.
 """
 
 from __future__ import annotations
@@ -154,6 +157,10 @@ def run(scale: Scale, progress: Progress) -> list[Result]:
             f"{ops:,} ZINCRBY (leaves less full); members are {MEMBER_LEN} bytes",
         )
     )
+    # The RESP server beside redis-server, under redis-benchmark (cores/leaderboard.py).
+    from cores.leaderboard import resp_results
+
+    results += resp_results(scale, progress)
     return results
 
 

@@ -72,7 +72,7 @@ from sdi.runtime.respserver import (
     RespError,
     RespServer,
 )
-from sdi.runtime.service import cancel_and_wait
+from sdi.runtime.service import cancel_and_wait, run
 from sdi.zset import ZSet
 
 __all__ = ["LeaderboardServer"]
@@ -428,4 +428,4 @@ def main(argv: list[str] | None = None) -> None:
         await server.stop()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    asyncio.run(serve())
+    run(serve)

@@ -35,7 +35,8 @@ leaderboard``; on a first start without either the service writes an
 ...     await service.stop()
 ...     return [endpoint.name for endpoint in endpoints]
 >>> with tempfile.TemporaryDirectory() as path:
-...     print("\n".join(asyncio.run(demo(path))))
+...     for name in asyncio.run(demo(path)):
+...         print(name)
 leaderboard (HTTP API; POST needs the API token of the settings)
 leaderboard (sorted sets, Redis protocol)
 """
