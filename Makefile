@@ -11,7 +11,7 @@ export CARGO_BUILD_JOBS ?= 2
 export CARGO_INCREMENTAL ?= 1
 # Debian packages the tests start for themselves (none yet; redis-server and
 # postgresql join as the systems that use them land).
-SYSTEM_PACKAGES ?= kcat redis-server redis-tools etcd-server awscli s3cmd rclone postgresql
+SYSTEM_PACKAGES ?= kcat redis-server redis-tools etcd-server awscli s3cmd rclone postgresql swaks
 
 .PHONY: help run test test-rust test-python bench asv lint fmt wheel setup build system-deps clean
 
