@@ -13,7 +13,7 @@ import redis
 
 from sdi.leaderboard import Keyspace, LeaderboardServer, format_score, glob_match, zset_commands
 from sdi.resp import ReplyError, encode_command
-from sdi.runtime.respserver import RespServer, serve_in_thread
+from sdi.runtime.respserver import Client, RespServer, serve_in_thread
 from sdi.zset import MEMBER_MAX
 
 from .conftest import RawClient, running
@@ -154,6 +154,68 @@ def test_union_and_intersection(client: redis.Redis) -> None:
     assert client.zscore("nan", "x") == 0.0  # inf + -inf is NaN, which Redis stores as 0
     assert client.zunionstore("zero", {"inf": 0}) == 1
     assert client.zscore("zero", "x") == 0.0
+
+
+def test_union_inter_diff_replies_and_stores(client: redis.Redis) -> None:
+    """ZUNION, ZINTER, ZDIFF, ZINTERCARD, ZDIFFSTORE (Redis 6.2, 7.0), used by redis-py's suite."""
+    client.zadd("a", {"a1": 1, "a2": 2, "a3": 1})
+    client.zadd("b", {"a1": 2, "a2": 2, "a3": 2})
+    client.zadd("c", {"a1": 6, "a3": 5, "a4": 4})
+    assert client.zunion(["a", "b", "c"]) == [b"a2", b"a4", b"a3", b"a1"]
+    assert pairs(client.zunion({"a": 1, "b": 2, "c": 3}, withscores=True)) == [
+        (b"a2", 6.0),
+        (b"a4", 12.0),
+        (b"a3", 20.0),
+        (b"a1", 23.0),
+    ]
+    assert pairs(client.zinter(["a", "b", "c"], aggregate="MIN", withscores=True)) == [
+        (b"a1", 1.0),
+        (b"a3", 1.0),
+    ]
+    assert client.zinter(["a", "nokey"]) == []
+    assert client.zintercard(3, ["a", "b", "c"]) == 2
+    assert client.zintercard(3, ["a", "b", "c"], limit=1) == 1
+    assert client.zintercard(2, ["a", "nokey"]) == 0
+    assert client.zdiff(["a", "c"]) == [b"a2"]
+    assert pairs(client.zdiff(["c", "a", "nokey"], withscores=True)) == [(b"a4", 4.0)]
+    assert client.zdiff(["nokey", "a"]) == []
+    assert client.zdiffstore("out", ["a", "c"]) == 1
+    assert pairs(client.zrange("out", 0, -1, withscores=True)) == [(b"a2", 2.0)]
+    assert client.zdiffstore("out", ["a", "b"]) == 0
+    assert client.exists("out") == 0  # an empty result deletes the destination
+
+
+def test_zrangestore(client: redis.Redis) -> None:
+    client.zadd("a", {"a1": 1, "a2": 2, "a3": 3})
+    assert client.zrangestore("b", "a", 0, 1) == 2
+    assert pairs(client.zrange("b", 0, -1, withscores=True)) == [(b"a1", 1.0), (b"a2", 2.0)]
+    assert client.zrangestore("b", "a", 1, 2, desc=True) == 2
+    assert client.zrange("b", 0, -1) == [b"a1", b"a2"]
+    assert client.zrangestore("b", "a", 2, 1, byscore=True, offset=0, num=1, desc=True) == 1
+    assert client.zrange("b", 0, -1) == [b"a2"]
+    client.zadd("lex", {"x": 5, "y": 5, "z": 5})
+    assert client.zrangestore("b", "lex", "[y", "+", bylex=True) == 2
+    assert pairs(client.zrange("b", 0, -1, withscores=True)) == [(b"y", 5.0), (b"z", 5.0)]
+    assert client.zrangestore("a", "a", 0, 0) == 1  # the source may be the destination
+    assert client.zrange("a", 0, -1) == [b"a1"]
+    assert client.zrangestore("b", "nokey", 0, -1) == 0
+    assert client.exists("b") == 0
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        client.execute_command("ZRANGESTORE", "b", "a", "0", "-1", "WITHSCORES")
+
+
+def test_zmpop(client: redis.Redis) -> None:
+    client.zadd("a", {"a1": 1, "a2": 2, "a3": 3})
+    assert client.execute_command("ZMPOP", "2", "nokey", "a", "MIN", "COUNT", "2") in (
+        [b"a", [[b"a1", b"1"], [b"a2", b"2"]]],
+        [b"a", [[b"a1", 1.0], [b"a2", 2.0]]],
+    )
+    assert client.execute_command("ZMPOP", "1", "a", "max", "count", "5") in (
+        [b"a", [[b"a3", b"3"]]],
+        [b"a", [[b"a3", 3.0]]],
+    )
+    assert client.exists("a") == 0  # popped empty: gone
+    assert client.execute_command("ZMPOP", "2", "a", "nokey", "MIN") is None
 
 
 def test_scan_family(client: redis.Redis) -> None:
@@ -325,6 +387,25 @@ ERRORS = [
         "ERR at least 1 input key is needed for 'zunionstore' command",
     ),
     (["ZINTERSTORE", "d", "1", "z", "WEIGHTS", "x"], "ERR weight value is not a float"),
+    (["ZUNION", "0", "z"], "ERR at least 1 input key is needed for 'zunion' command"),
+    (["ZINTER", "2", "z"], "ERR syntax error"),
+    (["ZUNIONSTORE", "d", "1", "z", "WITHSCORES"], "ERR syntax error"),
+    (["ZDIFF", "2", "z", "z", "WEIGHTS", "1", "2"], "ERR syntax error"),
+    (["ZDIFFSTORE", "d", "1", "z", "AGGREGATE", "MIN"], "ERR syntax error"),
+    (["ZINTERCARD", "1", "z", "WITHSCORES"], "ERR syntax error"),
+    (["ZINTERCARD", "1", "z", "LIMIT", "-1"], "ERR LIMIT can't be negative"),
+    (["ZINTERCARD", "1", "z", "LIMIT", "x"], "ERR LIMIT can't be negative"),
+    (["ZMPOP", "0", "z", "MIN"], "ERR numkeys should be greater than 0"),
+    (["ZMPOP", "x", "z", "MIN"], "ERR numkeys should be greater than 0"),
+    (["ZMPOP", "2", "z", "MIN"], "ERR syntax error"),
+    (["ZMPOP", "1", "z", "FIRST"], "ERR syntax error"),
+    (["ZMPOP", "1", "z", "MIN", "COUNT", "0"], "ERR count should be greater than 0"),
+    (["ZMPOP", "1", "z", "MIN", "COUNT", "1", "COUNT", "1"], "ERR syntax error"),
+    (["ZMPOP", "1", "z"], "ERR wrong number of arguments for 'zmpop' command"),
+    (
+        ["ZRANGESTORE", "d", "z", "0", "1", "LIMIT", "0", "1"],
+        "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
+    ),
     (["ZSCAN", "z", "x"], "ERR invalid cursor"),
     (
         ["EXPIRE", "z", "10", "NX", "XX"],
@@ -449,6 +530,111 @@ def test_expired_keys_are_logged_as_del() -> None:
         [b"PEXPIREAT", b"k", b"15000"],
         [b"DEL", b"k"],
     ]
+
+
+def test_zmpop_and_stores_are_logged_to_replay() -> None:
+    """ZMPOP is logged as the ZPOPMIN/ZPOPMAX it did; a store that changed nothing is not logged."""
+    logged: list[list[bytes]] = []
+    keyspace = Keyspace()
+    table = zset_commands(keyspace, logged.append)
+    with serve_in_thread(RespServer(table)) as port:
+        raw = RawClient(port)
+        raw.call("ZADD", "a", "1", "x", "2", "y", "3", "z")
+        assert raw.call("ZMPOP", "2", "nokey", "a", "MAX", "COUNT", "2") == [
+            b"a",
+            [[b"z", b"3"], [b"y", b"2"]],
+        ]
+        assert raw.call("ZMPOP", "1", "nokey", "MIN") is None
+        assert raw.call("ZDIFFSTORE", "d", "1", "nokey") == 0
+        assert raw.call("ZRANGESTORE", "r", "a", "0", "-1") == 1
+        assert raw.call("ZUNION", "1", "a") == [b"x"]
+        raw.close()
+    assert logged == [
+        [b"ZADD", b"a", b"1", b"x", b"2", b"y", b"3", b"z"],
+        [b"ZPOPMAX", b"a", b"2"],
+        [b"ZRANGESTORE", b"r", b"a", b"0", b"-1"],
+    ]
+    replayed = Keyspace()
+    replay = zset_commands(replayed)
+    replayer = Client(RespServer(replay), 0, "aof", "aof")
+    for argv in logged:
+        replay[argv[0].lower().decode()].handler(replayer, argv)
+    assert {key: zset.items() for key, zset in replayed.data.items()} == {
+        key: zset.items() for key, zset in keyspace.data.items()
+    }
+
+
+#: Command lines run on sdi and on redis-server 7.0, whose replies must be the same.
+NEW_COMMANDS_SCRIPT = [
+    ["ZADD", "a", "1", "a1", "2", "a2", "1", "a3", "0.1", "f"],
+    ["ZADD", "b", "2", "a1", "2", "a2", "2", "a3", "inf", "f"],
+    ["ZADD", "c", "6", "a1", "5", "a3", "4", "a4", "-inf", "f"],
+    ["ZUNION", "3", "a", "b", "c", "WITHSCORES"],
+    ["ZUNION", "3", "a", "b", "c", "WEIGHTS", "1", "2", "3", "AGGREGATE", "MAX", "WITHSCORES"],
+    ["ZUNION", "2", "a", "nokey", "WITHSCORES", "WITHSCORES"],
+    ["ZINTER", "3", "a", "b", "c", "WITHSCORES"],
+    ["ZINTER", "3", "a", "b", "c", "AGGREGATE", "min", "withscores"],
+    ["ZINTER", "2", "a", "nokey"],
+    ["ZDIFF", "2", "a", "b", "WITHSCORES"],
+    ["ZDIFF", "3", "c", "a", "nokey", "WITHSCORES"],
+    ["ZDIFF", "1", "nokey"],
+    ["ZINTERCARD", "3", "a", "b", "c"],
+    ["ZINTERCARD", "2", "a", "b", "LIMIT", "2"],
+    ["ZINTERCARD", "2", "a", "b", "LIMIT", "0"],
+    ["ZINTERCARD", "2", "a", "b", "LIMIT", "-1"],
+    ["ZINTERCARD", "0", "a"],
+    ["ZDIFFSTORE", "d", "2", "c", "a"],
+    ["ZRANGE", "d", "0", "-1", "WITHSCORES"],
+    ["ZDIFFSTORE", "d", "2", "a", "a"],
+    ["EXISTS", "d"],
+    ["ZRANGESTORE", "d", "a", "(0.1", "+inf", "BYSCORE", "REV", "LIMIT", "1", "2"],
+    ["ZRANGE", "d", "0", "-1", "WITHSCORES"],
+    ["ZRANGESTORE", "d", "a", "-2", "-1"],
+    ["ZRANGESTORE", "d", "a", "[a", "+", "BYLEX"],
+    ["ZRANGESTORE", "d", "a", "0", "-1", "WITHSCORES"],
+    ["ZRANGESTORE", "d", "nokey", "0", "-1"],
+    ["EXISTS", "d"],
+    ["ZMPOP", "3", "nokey", "a", "b", "MIN", "COUNT", "2"],
+    ["ZMPOP", "1", "b", "MAX"],
+    ["ZMPOP", "1", "a", "MAX", "COUNT", "100"],
+    ["EXISTS", "a"],
+    ["ZMPOP", "2", "a", "nokey", "MIN"],
+    ["ZMPOP", "9223372036854775807", "a", "MIN"],
+    ["ZMPOP", "1", "a", "MIN", "COUNT", "-1"],
+]
+
+
+def test_new_commands_match_redis(reference_redis: object) -> None:
+    from sdi.testing.servers import RedisServer
+
+    assert isinstance(reference_redis, RedisServer)
+    server = LeaderboardServer(None)
+    with running(server) as port:
+        for protocol in (2, 3):
+            ours, theirs = RawClient(port, protocol), RawClient(reference_redis.port, protocol)
+            for connection in (ours, theirs):
+                connection.call("FLUSHALL")
+            for command in NEW_COMMANDS_SCRIPT:
+                expected = theirs.call(*command)
+                got = ours.call(*command)
+                if isinstance(expected, ReplyError):
+                    assert isinstance(got, ReplyError), (protocol, command, got)
+                    assert str(got) == str(expected), (protocol, command)
+                else:
+                    assert got == expected, (protocol, command)
+            ours.close()
+            theirs.close()
+        ours, theirs = RawClient(port), RawClient(reference_redis.port)
+        names = ["zunion", "zinter", "zdiff", "zintercard", "zdiffstore", "zrangestore", "zmpop"]
+        for info, expected in zip(
+            ours.call("COMMAND", "INFO", *names),
+            theirs.call("COMMAND", "INFO", *names),
+            strict=True,
+        ):
+            # name, arity, flags, first key, last key, step
+            assert info[:6] == expected[:6]
+        ours.close()
+        theirs.close()
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ INCR), ``ZINCRBY``, ``ZREM``, ``ZSCORE``, ``ZMSCORE``, ``ZCARD``, ``ZCOUNT``,
 (BYSCORE, BYLEX, REV, LIMIT, WITHSCORES), ``ZREVRANGE``,
 ``ZRANGEBYSCORE``, ``ZREVRANGEBYSCORE``, ``ZRANGEBYLEX``, ``ZREVRANGEBYLEX``,
 ``ZREMRANGEBYRANK``/``SCORE``/``LEX``, ``ZPOPMIN``, ``ZPOPMAX``,
-``ZRANDMEMBER``, ``ZUNIONSTORE``, ``ZINTERSTORE``, ``ZSCAN``; and over the
-keys ``DEL``, ``UNLINK``, ``EXISTS``, ``TYPE``, ``KEYS``, ``SCAN``,
+``ZMPOP``, ``ZRANDMEMBER``, ``ZUNION``, ``ZINTER``, ``ZDIFF``,
+``ZINTERCARD``, ``ZUNIONSTORE``, ``ZINTERSTORE``, ``ZDIFFSTORE``,
+``ZRANGESTORE``, ``ZSCAN``; and over the keys ``DEL``, ``UNLINK``,
+``EXISTS``, ``TYPE``, ``KEYS``, ``SCAN``,
 ``EXPIRE``/``PEXPIRE``/``EXPIREAT``/``PEXPIREAT`` (NX, XX, GT, LT), ``TTL``,
 ``PTTL``, ``EXPIRETIME``, ``PEXPIRETIME``, ``PERSIST``, ``RENAME``,
 ``RENAMENX``, ``FLUSHDB``, ``FLUSHALL``, ``DBSIZE``.
@@ -17,13 +19,17 @@ command by command), in RESP2 and RESP3: scores are bulk strings written
 as Redis writes them (:func:`format_score`) in RESP2 and doubles in RESP3,
 ``WITHSCORES`` replies are flat in RESP2 and pairs in RESP3. Only sorted sets
 are stored, so ``WRONGTYPE`` never happens and the commands of other types
-are unknown. Expired keys vanish on access and by the server's sweep.
+are unknown. Expired keys vanish on access and by the server's sweep. The
+blocking ``BZPOPMIN``, ``BZPOPMAX`` and ``BZMPOP`` are not served. One
+byte-level difference clients do not see: a ``ZMPOP`` that finds nothing
+replies ``$-1`` in RESP2 where Redis sends ``*-1`` (both are nil).
 
 Every command that changes the keyspace hands its effect to ``propagate``
 as a command line to append to the log: the command as sent, except that
 the ``EXPIRE`` family becomes ``PEXPIREAT`` with the absolute deadline (or
-``DEL`` when the deadline has passed), so that replaying the log rebuilds
-the same keyspace whenever it is replayed.
+``DEL`` when the deadline has passed) and ``ZMPOP`` the ``ZPOPMIN`` or
+``ZPOPMAX`` of the key it popped, so that replaying the log rebuilds the
+same keyspace whenever it is replayed.
 """
 
 from __future__ import annotations
@@ -312,62 +318,73 @@ class ZSetCommands:
     def zpopmax(self, client: Client, argv: list[bytes]) -> Reply:
         return self._pop(client, argv, True)
 
-    def _store_op(self, client: Client, argv: list[bytes], union: bool) -> Reply:
-        numkeys = parse_int(argv[2])
+    def _set_operation(
+        self, client: Client, argv: list[bytes], op: str, *, store: bool, card: bool = False
+    ) -> Reply:
+        """Redis's ``zunionInterDiffGenericCommand``: ``op`` is union, inter or diff.
+
+        ``store``: the destination is ``argv[1]`` and numkeys ``argv[2]``
+        (``Z*STORE``), else numkeys is ``argv[1]`` and the result is the
+        reply (``WITHSCORES`` allowed); ``card``: ``ZINTERCARD`` (``LIMIT``).
+        """
+        numkeys_at = 2 if store else 1
+        numkeys = parse_int(argv[numkeys_at])
         if numkeys < 1:
             raise RespError(f"ERR at least 1 input key is needed for '{_name(argv)}' command")
-        if numkeys > len(argv) - 3:
+        if numkeys > len(argv) - numkeys_at - 1:
             raise RespError(SYNTAX_ERROR)
-        keys = argv[3 : 3 + numkeys]
+        keys = argv[numkeys_at + 1 : numkeys_at + 1 + numkeys]
         sources = [self.keyspace.get(key) for key in keys]
         weights = [1.0] * numkeys
         aggregate = b"sum"
-        index = 3 + numkeys
+        with_scores = False
+        limit = 0
+        weighted = op != "diff" and not card
+        index = numkeys_at + 1 + numkeys
         while index < len(argv):
             remaining = len(argv) - index
             option = argv[index].lower()
-            if option == b"weights" and remaining >= numkeys + 1:
+            if weighted and option == b"weights" and remaining >= numkeys + 1:
                 for i in range(numkeys):
                     weights[i] = parse_float(argv[index + 1 + i], "ERR weight value is not a float")
                 index += numkeys + 1
-            elif option == b"aggregate" and remaining >= 2:
+            elif weighted and option == b"aggregate" and remaining >= 2:
                 aggregate = argv[index + 1].lower()
                 if aggregate not in (b"sum", b"min", b"max"):
                     raise RespError(SYNTAX_ERROR)
                 index += 2
+            elif not store and not card and option == b"withscores":
+                with_scores = True
+                index += 1
+            elif card and option == b"limit" and remaining >= 2:
+                limit = parse_int(argv[index + 1], "ERR LIMIT can't be negative")
+                if limit < 0:
+                    raise RespError("ERR LIMIT can't be negative")
+                index += 2
             else:
                 raise RespError(SYNTAX_ERROR)
-        # Redis walks the sources from the smallest (a stable sort), which
-        # fixes the order of the floating-point sums.
-        sizes = [0 if source is None else len(source) for source in sources]
-        order = sorted(range(numkeys), key=sizes.__getitem__)
-        combine = _AGGREGATES[aggregate]
-        result: dict[bytes, float] = {}
-        if union:
-            for i in order:
-                source = sources[i]
-                if source is None:
-                    continue
-                weight = weights[i]
-                for member, score in source.items():
-                    value = _weighted(weight, score)
-                    old = result.get(member)
-                    result[member] = value if old is None else combine(old, value)
+        if op == "union":
+            result = _union(sources, weights, _AGGREGATES[aggregate])
+        elif op == "inter":
+            result = _intersection(sources, weights, _AGGREGATES[aggregate], limit if card else 0)
         else:
-            first = sources[order[0]]
-            if first is not None and all(source is not None for source in sources):
-                others = [(sources[i], weights[i]) for i in order[1:]]
-                for member, score in first.items():
-                    value = _weighted(weights[order[0]], score)
-                    for source, weight in others:
-                        assert source is not None
-                        other = source.score(member)
-                        if other is None:
-                            break
-                        value = combine(value, _weighted(weight, other))
-                    else:
-                        result[member] = value
-        destination = argv[1]
+            result = _difference(sources)
+        if card:
+            return len(result)
+        if not store:
+            pairs = sorted(((member, score) for member, score in result.items()), key=_by_score)
+            if with_scores:
+                return _with_scores(pairs, client.protocol)
+            return [member for member, _ in pairs]
+        return self._store_result(argv, argv[1], result)
+
+    def _store_result(
+        self, argv: list[bytes], destination: bytes, result: dict[bytes, float]
+    ) -> int:
+        """Puts ``result`` at ``destination`` (deletes it when empty); its size.
+
+        ``argv`` goes to the log when that changed anything.
+        """
         existed = self.keyspace.get(destination) is not None
         if result:
             stored = ZSet()
@@ -380,10 +397,62 @@ class ZSetCommands:
         return len(result)
 
     def zunionstore(self, client: Client, argv: list[bytes]) -> Reply:
-        return self._store_op(client, argv, True)
+        return self._set_operation(client, argv, "union", store=True)
 
     def zinterstore(self, client: Client, argv: list[bytes]) -> Reply:
-        return self._store_op(client, argv, False)
+        return self._set_operation(client, argv, "inter", store=True)
+
+    def zdiffstore(self, client: Client, argv: list[bytes]) -> Reply:
+        return self._set_operation(client, argv, "diff", store=True)
+
+    def zunion(self, client: Client, argv: list[bytes]) -> Reply:
+        return self._set_operation(client, argv, "union", store=False)
+
+    def zinter(self, client: Client, argv: list[bytes]) -> Reply:
+        return self._set_operation(client, argv, "inter", store=False)
+
+    def zdiff(self, client: Client, argv: list[bytes]) -> Reply:
+        return self._set_operation(client, argv, "diff", store=False)
+
+    def zintercard(self, client: Client, argv: list[bytes]) -> Reply:
+        return self._set_operation(client, argv, "inter", store=False, card=True)
+
+    def zmpop(self, client: Client, argv: list[bytes]) -> Reply:
+        """``ZMPOP numkeys key [key ...] MIN|MAX [COUNT count]``: pops from the first non-empty key.
+
+        Logged as ``ZPOPMIN``/``ZPOPMAX key count``, as Redis propagates it.
+        """
+        numkeys = parse_int(argv[1], "ERR numkeys should be greater than 0")
+        if numkeys < 1:
+            raise RespError("ERR numkeys should be greater than 0")
+        where_at = 1 + numkeys + 1
+        if where_at >= len(argv):
+            raise RespError(SYNTAX_ERROR)
+        where = argv[where_at].lower()
+        if where not in (b"min", b"max"):
+            raise RespError(SYNTAX_ERROR)
+        count = -1
+        index = where_at + 1
+        while index < len(argv):
+            if count == -1 and argv[index].lower() == b"count" and index + 1 < len(argv):
+                count = parse_int(argv[index + 1], "ERR count should be greater than 0")
+                if count < 1:
+                    raise RespError("ERR count should be greater than 0")
+                index += 2
+            else:
+                raise RespError(SYNTAX_ERROR)
+        count = max(count, 1)
+        for key in argv[2:where_at]:
+            zset = self.keyspace.get(key)
+            if zset is None:
+                continue
+            popped = zset.pop(count, max=where == b"max")
+            self.keyspace.drop_if_empty(key, zset)
+            name = b"ZPOPMAX" if where == b"max" else b"ZPOPMIN"
+            self.propagate([name, key, b"%d" % count])
+            protocol = client.protocol
+            return [key, [[member, _score(score, protocol)] for member, score in popped]]
+        return None
 
     # --- reads --------------------------------------------------------------------------
 
@@ -447,16 +516,27 @@ class ZSetCommands:
         return self._rank(client, argv, True)
 
     def _range(
-        self, client: Client, argv: list[bytes], kind: str | None, rev: bool | None
+        self,
+        client: Client,
+        argv: list[bytes],
+        kind: str | None,
+        rev: bool | None,
+        *,
+        store: bool = False,
     ) -> Reply:
-        """Redis's ``zrangeGenericCommand``: ``kind`` rank/score/lex, None for ZRANGE's choice."""
+        """Redis's ``zrangeGenericCommand``: ``kind`` rank/score/lex, None for ZRANGE's choice.
+
+        ``store``: ``ZRANGESTORE dst src min max ...``, the range replaces
+        ``dst`` and the reply is its size; else ``argv[1]`` is the source.
+        """
+        at = 2 if store else 1  # the source key; its bounds follow it
         with_scores = False
         offset, limit = 0, -1
-        index = 4
+        index = at + 3
         while index < len(argv):
             option = argv[index].lower()
             remaining = len(argv) - index - 1
-            if option == b"withscores":
+            if not store and option == b"withscores":
                 with_scores = True
             elif option == b"limit" and remaining >= 2:
                 offset = parse_int(argv[index + 1])
@@ -480,31 +560,49 @@ class ZSetCommands:
             )
         if with_scores and kind == "lex":
             raise RespError("ERR syntax error, WITHSCORES not supported in combination with BYLEX")
-        low, high = (argv[3], argv[2]) if rev and kind != "rank" else (argv[2], argv[3])
+        low, high = argv[at + 1], argv[at + 2]
+        if rev and kind != "rank":
+            low, high = high, low
         start = stop = 0
         if kind == "rank":
             start, stop = parse_int(low), parse_int(high)
         else:
             low, high = self._check_range(kind, low, high)
-        zset = self.keyspace.get(argv[1])
+        zset = self.keyspace.get(argv[at])
+        pairs: list[tuple[bytes, float]]
         if zset is None:
-            return []
-        if kind == "lex":
+            pairs = []
+        elif kind == "lex":
             if offset < 0:
-                return []
-            return zset.range_by_lex(low, high, rev, offset, limit if limit >= 0 else -1)
-        if kind == "rank":
+                members = []
+            else:
+                members = zset.range_by_lex(low, high, rev, offset, limit if limit >= 0 else -1)
+            if not store:
+                return members
+            # Members of one lex range share their score (else the range is unspecified).
+            scores = zset.mscore(members)
+            pairs = [
+                (member, score)
+                for member, score in zip(members, scores, strict=True)
+                if score is not None
+            ]
+        elif kind == "rank":
             pairs = zset.range_by_rank(start, stop, rev)
         elif offset < 0:
             pairs = []
         else:
             pairs = zset.range_by_score(low, high, rev, offset, limit if limit >= 0 else -1)
+        if store:
+            return self._store_result(argv, argv[1], dict(pairs))
         if with_scores:
             return _with_scores(pairs, client.protocol)
         return [member for member, _ in pairs]
 
     def zrange(self, client: Client, argv: list[bytes]) -> Reply:
         return self._range(client, argv, None, None)
+
+    def zrangestore(self, client: Client, argv: list[bytes]) -> Reply:
+        return self._range(client, argv, None, None, store=True)
 
     def zrevrange(self, client: Client, argv: list[bytes]) -> Reply:
         return self._range(client, argv, "rank", True)
@@ -755,6 +853,74 @@ def _sum(a: float, b: float) -> float:
     return 0.0 if math.isnan(value) else value
 
 
+def _by_score(pair: tuple[bytes, float]) -> tuple[float, bytes]:
+    return pair[1], pair[0]
+
+
+def _union(
+    sources: list[ZSet | None], weights: list[float], combine: Callable[[float, float], float]
+) -> dict[bytes, float]:
+    # Redis walks the sources from the smallest (a stable sort), which
+    # fixes the order of the floating-point sums.
+    result: dict[bytes, float] = {}
+    for i in sorted(range(len(sources)), key=lambda i: _size(sources[i])):
+        source = sources[i]
+        if source is None:
+            continue
+        weight = weights[i]
+        for member, score in source.items():
+            value = _weighted(weight, score)
+            old = result.get(member)
+            result[member] = value if old is None else combine(old, value)
+    return result
+
+
+def _intersection(
+    sources: list[ZSet | None],
+    weights: list[float],
+    combine: Callable[[float, float], float],
+    limit: int = 0,
+) -> dict[bytes, float]:
+    """The members in every source, from the smallest; stops at ``limit`` members (0: all)."""
+    result: dict[bytes, float] = {}
+    if any(source is None for source in sources):
+        return result
+    order = sorted(range(len(sources)), key=lambda i: _size(sources[i]))
+    first = sources[order[0]]
+    assert first is not None
+    others = [(sources[i], weights[i]) for i in order[1:]]
+    for member, score in first.items():
+        value = _weighted(weights[order[0]], score)
+        for source, weight in others:
+            assert source is not None
+            other = source.score(member)
+            if other is None:
+                break
+            value = combine(value, _weighted(weight, other))
+        else:
+            result[member] = value
+            if limit and len(result) >= limit:
+                break
+    return result
+
+
+def _difference(sources: list[ZSet | None]) -> dict[bytes, float]:
+    """The members of the first source in none of the others, with their scores."""
+    first = sources[0]
+    if first is None:
+        return {}
+    others = [source for source in sources[1:] if source is not None]
+    return {
+        member: score
+        for member, score in first.items()
+        if all(other.score(member) is None for other in others)
+    }
+
+
+def _size(source: ZSet | None) -> int:
+    return 0 if source is None else len(source)
+
+
 _AGGREGATES: dict[bytes, Callable[[float, float], float]] = {
     b"sum": _sum,
     b"min": lambda a, b: b if b < a else a,
@@ -823,6 +989,9 @@ def _command_table(handlers: ZSetCommands) -> dict[str, Command]:
     read = ("readonly",)
     fast_read = ("readonly", "fast")
     write = ("write", "denyoom")
+    # Commands whose keys follow a numkeys argument (``COMMAND`` shows no fixed positions).
+    movable_read = ("readonly", "movablekeys")
+    movable_write = ("write", "denyoom", "movablekeys")
     fast_write = ("write", "denyoom", "fast")
     return {
         "zadd": Command(handlers.zadd, -4, fast_write, 1, 1, 1, z, "Add members or scores"),
@@ -849,9 +1018,24 @@ def _command_table(handlers: ZSetCommands) -> dict[str, Command]:
         "zpopmin": Command(handlers.zpopmin, -2, ("write", "fast"), 1, 1, 1, z, "Pop lowest"),
         "zpopmax": Command(handlers.zpopmax, -2, ("write", "fast"), 1, 1, 1, z, "Pop highest"),
         "zrandmember": Command(handlers.zrandmember, -2, read, 1, 1, 1, z, "Random members"),
-        "zunionstore": Command(handlers.zunionstore, -4, write, 1, 1, 1, z, "Store a union"),
+        "zunionstore": Command(
+            handlers.zunionstore, -4, movable_write, 1, 1, 1, z, "Store a union"
+        ),
         "zinterstore": Command(
-            handlers.zinterstore, -4, write, 1, 1, 1, z, "Store an intersection"
+            handlers.zinterstore, -4, movable_write, 1, 1, 1, z, "Store an intersection"
+        ),
+        "zdiffstore": Command(
+            handlers.zdiffstore, -4, movable_write, 1, 1, 1, z, "Store a difference"
+        ),
+        "zunion": Command(handlers.zunion, -3, movable_read, 0, 0, 0, z, "Union of sets"),
+        "zinter": Command(handlers.zinter, -3, movable_read, 0, 0, 0, z, "Intersection"),
+        "zdiff": Command(handlers.zdiff, -3, movable_read, 0, 0, 0, z, "Difference of sets"),
+        "zintercard": Command(
+            handlers.zintercard, -3, movable_read, 0, 0, 0, z, "Intersection size"
+        ),
+        "zrangestore": Command(handlers.zrangestore, -5, write, 1, 2, 1, z, "Store a range"),
+        "zmpop": Command(
+            handlers.zmpop, -4, ("write", "movablekeys"), 0, 0, 0, z, "Pop from the first set"
         ),
         "zscan": Command(handlers.zscan, -3, read, 1, 1, 1, z, "Iterate members"),
         "del": Command(handlers.delete, -2, ("write",), 1, -1, 1, k, "Delete keys"),
