@@ -40,7 +40,7 @@ impl BruteForce {
         }
     }
 
-    fn knn_collect(&self, q: &Query, k: usize, scratch: &mut Scratch) {
+    fn knn_collect(&self, q: &Query, k: usize, _key: u64, scratch: &mut Scratch) {
         scratch.hits.extend(
             self.points
                 .iter()
@@ -54,5 +54,7 @@ impl BruteForce {
         }
     }
 }
+
+impl crate::Locality for BruteForce {}
 
 crate::impl_spatial_index!(BruteForce);

@@ -109,7 +109,8 @@ fn u_to_s(u: f64) -> f64 {
 #[inline]
 fn s_to_ij(s: f64, level: u32) -> u32 {
     let n = 1u32 << level;
-    let x = (s * f64::from(n)).floor();
+    // For x > 0 the truncating cast is the floor (without a libm call).
+    let x = s * f64::from(n);
     if x <= 0.0 {
         0
     } else {
@@ -149,6 +150,19 @@ fn leaf_id(lat: f64, lon: f64) -> u64 {
     let i = s_to_ij(u_to_s(u), MAX_LEVEL);
     let j = s_to_ij(u_to_s(v), MAX_LEVEL);
     (face << POS_BITS) | hilbert_pos(MAX_LEVEL, i, j)
+}
+
+/// The level of the cell whose first id seeds a k-nearest search (cells of
+/// some 150 m): near enough to the query's own leaf, at half the cost.
+const SEED_LEVEL: u32 = 16;
+
+/// The first leaf id of the level-[`SEED_LEVEL`] cell holding a point.
+#[inline]
+fn seed_key(lat: f64, lon: f64) -> u64 {
+    let (face, u, v) = face_uv(unit(lat, lon));
+    let i = s_to_ij(u_to_s(u), SEED_LEVEL);
+    let j = s_to_ij(u_to_s(v), SEED_LEVEL);
+    (face << POS_BITS) | (hilbert_pos(SEED_LEVEL, i, j) << (2 * (MAX_LEVEL - SEED_LEVEL)))
 }
 
 /// The id range `[first, last]` of the level-`level` cell holding leaf `id`.
@@ -295,9 +309,10 @@ pub const START_CELLS: u64 = 4;
 /// Points sorted by Hilbert cell id on the cube (see the module docs).
 ///
 /// 16 bytes per point (fixed-point latitude and longitude, id) plus one
-/// 8-byte cell id per 16 points: the ids of the other points are not
-/// stored, a range scan starts at the block that can hold its first id and
-/// the exact distance filter drops what lies outside. A radius query covers
+/// 8-byte cell id per 16 points and a box tree for k-nearest queries (1.6
+/// bytes per point): the ids of the other points are not stored, a range
+/// scan starts at the block that can hold its first id and the exact
+/// distance filter drops what lies outside. A radius query covers
 /// the circle with cells refined where the points are dense (see the module
 /// docs), scans the blocks of those cells once each and keeps the points
 /// within the distance.
@@ -387,14 +402,20 @@ impl CellIndex {
         }
     }
 
-    fn knn_collect(&self, q: &Query, k: usize, scratch: &mut Scratch) {
-        self.points.knn(
-            q,
-            k,
-            leaf_id(q.lat, q.lon),
-            |q, s| self.collect(q, s),
-            scratch,
-        );
+    fn knn_collect(&self, q: &Query, k: usize, key: u64, scratch: &mut Scratch) {
+        self.points.knn(q, k, key as usize, scratch);
+    }
+}
+
+impl crate::Locality for CellIndex {
+    /// The block holding the first leaf of the query's level-[`SEED_LEVEL`]
+    /// cell.
+    fn knn_key(&self, lat: f64, lon: f64) -> u64 {
+        self.points.seed_block(seed_key(lat, lon)) as u64
+    }
+
+    fn knn_ahead(&self, key: u64) {
+        self.points.prefetch_block(key as usize);
     }
 }
 

@@ -476,7 +476,8 @@ pub(crate) fn cover(q: &Query, ranges: &mut Vec<(u64, u64)>) {
 /// Points sorted by geohash, the way Redis GEO keeps them in a sorted set.
 ///
 /// 16 bytes per point (fixed-point latitude and longitude, id) plus one
-/// 8-byte key per 16 points; the geohash itself is recomputed, not stored.
+/// 8-byte key per 16 points and a box tree for k-nearest queries (1.6
+/// bytes per point); the geohash itself is recomputed, not stored.
 /// A radius query covers the circle's box with geohash cells (the book's
 /// "current cell and its 8 neighbours", generalised to any radius and to
 /// boxes split by the antimeridian or widened by a pole): at most 4 to
@@ -572,14 +573,19 @@ impl GeohashIndex {
         }
     }
 
-    fn knn_collect(&self, q: &Query, k: usize, scratch: &mut Scratch) {
-        self.points.knn(
-            q,
-            k,
-            key60(q.lat, q.lon),
-            |q, s| self.collect(q, s),
-            scratch,
-        );
+    fn knn_collect(&self, q: &Query, k: usize, key: u64, scratch: &mut Scratch) {
+        self.points.knn(q, k, key as usize, scratch);
+    }
+}
+
+impl crate::Locality for GeohashIndex {
+    /// The block holding the query's geohash.
+    fn knn_key(&self, lat: f64, lon: f64) -> u64 {
+        self.points.seed_block(key60(lat, lon)) as u64
+    }
+
+    fn knn_ahead(&self, key: u64) {
+        self.points.prefetch_block(key as usize);
     }
 }
 

@@ -455,7 +455,7 @@ impl Quadtree {
     /// radius queries (cheap box walks) grow from the smaller of that bound
     /// and the mean-density estimate until one holds k points (the one at
     /// the bound always does). Otherwise a best-first search.
-    fn knn_collect(&self, q: &Query, k: usize, scratch: &mut Scratch) {
+    fn knn_collect(&self, q: &Query, k: usize, _key: u64, scratch: &mut Scratch) {
         let n = self.positions.len();
         let (qlat, qlon) = (to_fixed(q.lat), to_fixed(q.lon));
         let (mut node, mut rect) = (0u32, ROOT);
@@ -537,6 +537,8 @@ impl Quadtree {
         scratch.hits.extend(best.into_iter().map(|h| h.0));
     }
 }
+
+impl crate::Locality for Quadtree {}
 
 crate::impl_spatial_index!(Quadtree);
 

@@ -46,6 +46,14 @@ pub(crate) fn to_fixed(deg: f64) -> i32 {
     (deg * COORD_SCALE).round() as i32
 }
 
+/// Unit vector of a stored point (fixed-point latitude and longitude).
+#[inline]
+pub(crate) fn unit_fixed(lat: i32, lon: i32) -> [f64; 3] {
+    let (sl, cl) = (f64::from(lat) * UNIT_TO_RAD).sin_cos();
+    let (so, co) = (f64::from(lon) * UNIT_TO_RAD).sin_cos();
+    [cl * co, cl * so, sl]
+}
+
 /// Degrees of a fixed-point coordinate.
 #[inline]
 pub(crate) fn to_deg(fixed: i32) -> f64 {
@@ -122,8 +130,20 @@ impl Query {
         Ok(Query::unchecked(lat, lon, radius_m))
     }
 
+    /// A centre already known to be valid with radius 0 and no pre-filter
+    /// box (every latitude and longitude passes it), for k-nearest
+    /// searches, which bound their own scans: cheaper than
+    /// [`Query::unchecked`].
+    pub fn point(lat: f64, lon: f64) -> Query {
+        Query::unchecked_with(lat, lon, 0.0, false)
+    }
+
     /// [`Query::new`] for a centre and radius already known to be valid.
     pub fn unchecked(lat: f64, lon: f64, radius_m: f64) -> Query {
+        Query::unchecked_with(lat, lon, radius_m, true)
+    }
+
+    fn unchecked_with(lat: f64, lon: f64, radius_m: f64, with_box: bool) -> Query {
         let lat_r = lat.to_radians();
         let lon_r = lon.to_radians();
         let (sin_lat, cos_lat) = lat_r.sin_cos();
@@ -150,7 +170,7 @@ impl Query {
             lat_hi_deg: 90.0,
             dlon_deg: None,
         };
-        if ang_pad >= PI {
+        if ang_pad >= PI || !with_box {
             return q;
         }
         let pad_deg = ang_pad.to_degrees();
@@ -158,15 +178,17 @@ impl Query {
         let hi = lat + pad_deg;
         q.lat_lo_deg = lo.max(-90.0);
         q.lat_hi_deg = hi.min(90.0);
-        q.lat_lo = ((lo * COORD_SCALE).floor() as i64 - 2).max(i64::from(i32::MIN)) as i32;
-        q.lat_hi = ((hi * COORD_SCALE).ceil() as i64 + 2).min(i64::from(i32::MAX)) as i32;
+        // Truncating casts with 3 units of slack: beyond the floor (ceiling)
+        // minus (plus) 2, without a libm call.
+        q.lat_lo = ((lo * COORD_SCALE) as i64 - 3).max(i64::from(i32::MIN)) as i32;
+        q.lat_hi = ((hi * COORD_SCALE) as i64 + 3).min(i64::from(i32::MAX)) as i32;
         if lo > -90.0 && hi < 90.0 {
             // No pole inside: every point of the circle is within
             // asin(sin(ang) / cos(lat)) of the centre's meridian.
             let dl = (ang_pad.sin() / cos_lat).min(1.0).asin().to_degrees();
             if dl < 180.0 {
                 q.dlon_deg = Some(dl);
-                q.dlon = (dl * COORD_SCALE).ceil() as i64 + 2;
+                q.dlon = (dl * COORD_SCALE) as i64 + 3;
             }
         }
         q
@@ -202,6 +224,34 @@ impl Query {
             (self.cos_lat * (1.0 - 2.0 * s1 * s1) - self.sin_lat * (2.0 * s1 * c1)).max(0.0);
         let a = s1 * s1 + self.cos_lat * cos_p * s2 * s2;
         a.clamp(0.0, 1.0).sqrt()
+    }
+
+    /// Half-widths in fixed point of a latitude band and a longitude window
+    /// around the centre that hold every point within `arc` radians of it
+    /// (`u32::MAX` for no bound). Cheap (one square root): for the
+    /// k-nearest search, whose bound shrinks as it goes.
+    #[inline]
+    pub fn windows(&self, arc: f64) -> (u32, u32) {
+        let units = |rad: f64| {
+            // Truncation plus 3 units: at least the ceiling plus 2.
+            let u = rad * (1.0 + 1e-9) * (180.0 / PI * COORD_SCALE) + 3.0;
+            if u < f64::from(u32::MAX) {
+                u as u32
+            } else {
+                u32::MAX
+            }
+        };
+        // Off the poles' reach, a circle's points are within
+        // asin(sin(arc) / cos(lat)) <= t / sqrt(1 - t^2) of the centre's
+        // meridian, with t = arc / cos(lat) >= sin(arc) / cos(lat); t < 1
+        // also keeps both poles out (arc < cos(lat) <= pi/2 - |lat|).
+        let t = arc / self.cos_lat;
+        let dlon = if t < 0.99 {
+            units(t / (1.0 - t * t).sqrt())
+        } else {
+            u32::MAX
+        };
+        (units(arc), dlon)
     }
 
     /// Exact distance in metres from the centre to a stored point.
@@ -387,6 +437,33 @@ fn wrap_rad(x: f64) -> f64 {
 #[inline]
 pub(crate) fn cmp_hit(a: &Hit, b: &Hit) -> Ordering {
     a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))
+}
+
+/// A Z-order (Morton) key of a valid point: 32 bits of latitude and 32 of
+/// longitude interleaved. Points with near keys are near each other; a
+/// cheap key to order a batch of queries by.
+#[inline]
+pub(crate) fn z_key(lat: f64, lon: f64) -> u64 {
+    fn spread(x: u32) -> u64 {
+        let mut x = u64::from(x);
+        x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
+        x = (x | x << 8) & 0x00FF_00FF_00FF_00FF;
+        x = (x | x << 4) & 0x0F0F_0F0F_0F0F_0F0F;
+        x = (x | x << 2) & 0x3333_3333_3333_3333;
+        (x | x << 1) & 0x5555_5555_5555_5555
+    }
+    // Casts saturate: 2^32 (at 90 or 180) becomes u32::MAX.
+    let a = ((lat + 90.0) / 180.0 * 4_294_967_296.0) as u32;
+    let b = ((lon + 180.0) / 360.0 * 4_294_967_296.0) as u32;
+    spread(a) << 1 | spread(b)
+}
+
+/// Sort hits in the result order (a pass when they are sorted already).
+#[inline]
+pub(crate) fn sort_hits(hits: &mut [Hit]) {
+    if !hits.is_sorted_by(|a, b| cmp_hit(a, b).is_le()) {
+        hits.sort_unstable_by(cmp_hit);
+    }
 }
 
 /// A key in the result order: distances are never negative, so their bit

@@ -15,12 +15,99 @@
 //! point is scanned at most once, and the exact distance filter drops the
 //! points of the edge blocks that lie outside the cells. No per-point key,
 //! no duplicates.
+//!
+//! For k-nearest queries a packed tree of boxes sits over the blocks: the
+//! axis-aligned box (in `f32`, rounded outward) of the unit vectors of each
+//! block's points, then of each run of [`FANOUT`] boxes, up to at most
+//! [`FANOUT`] at the top (24 bytes per block, 1.6 bytes per point in all).
+//! The distance in space from the query's unit vector to a box bounds the
+//! chord, hence the great-circle distance, to every point in it, with no
+//! trigonometry and no special case at the poles or the antimeridian.
 
-use crate::query::{check_points, Query};
+use crate::query::{check_points, to_fixed, unit_fixed, Query};
 use crate::{vec_bytes, GeoError, Scratch, EARTH_RADIUS_M};
 
 /// Points per block of the sparse key index.
 pub(crate) const BLOCK: usize = 16;
+/// Children per node of the box tree over the blocks.
+const FANOUT: usize = 16;
+/// Outward padding of a box's `f32` bounds (unit-sphere units, about 6 m):
+/// far above the rounding of the conversion, so a box holds its points.
+const BOX_PAD: f64 = 1e-6;
+
+/// The axis-aligned box of a set of unit vectors, rounded outward to `f32`.
+#[derive(Clone, Copy, Debug)]
+struct Aabb {
+    lo: [f32; 3],
+    hi: [f32; 3],
+}
+
+impl Aabb {
+    const EMPTY: Aabb = Aabb {
+        lo: [f32::INFINITY; 3],
+        hi: [f32::NEG_INFINITY; 3],
+    };
+
+    fn add_point(&mut self, p: [f64; 3]) {
+        for (a, &x) in p.iter().enumerate() {
+            // |x| <= 1: the f32 rounding error is below 1e-7 < BOX_PAD.
+            self.lo[a] = self.lo[a].min((x - BOX_PAD) as f32);
+            self.hi[a] = self.hi[a].max((x + BOX_PAD) as f32);
+        }
+    }
+
+    fn add_box(&mut self, b: &Aabb) {
+        for a in 0..3 {
+            self.lo[a] = self.lo[a].min(b.lo[a]);
+            self.hi[a] = self.hi[a].max(b.hi[a]);
+        }
+    }
+}
+
+/// The boxes of up to [`FANOUT`] sibling nodes, column-wise (empty boxes
+/// past the last sibling), so their gaps to a query compute in SIMD lanes.
+#[derive(Clone, Debug)]
+struct Group {
+    lo: [[f32; FANOUT]; 3],
+    hi: [[f32; FANOUT]; 3],
+}
+
+impl Group {
+    fn new(boxes: &[Aabb]) -> Group {
+        let mut g = Group {
+            lo: [[f32::INFINITY; FANOUT]; 3],
+            hi: [[f32::NEG_INFINITY; FANOUT]; 3],
+        };
+        for (c, b) in boxes.iter().enumerate() {
+            for a in 0..3 {
+                g.lo[a][c] = b.lo[a];
+                g.hi[a][c] = b.hi[a];
+            }
+        }
+        g
+    }
+
+    /// The squared distance in space from `q` to each box, in `f32`: a
+    /// lower bound of the squared chord from `q` to the box's points, up
+    /// to a relative 3e-7 (the boxes are padded by far more than the
+    /// absolute rounding of `q` and of the differences).
+    #[inline(always)]
+    fn gaps2(&self, q: &[f32; 3]) -> [f32; FANOUT] {
+        let mut out = [0.0f32; FANOUT];
+        for (a, &qa) in q.iter().enumerate() {
+            for ((o, &lo), &hi) in out.iter_mut().zip(&self.lo[a]).zip(&self.hi[a]) {
+                let below = lo - qa;
+                let above = qa - hi;
+                // Comparisons rather than f32::max, whose NaN handling
+                // (there is no NaN here) costs instructions.
+                let g = if below > above { below } else { above };
+                let g = if g > 0.0 { g } else { 0.0 };
+                *o += g * g;
+            }
+        }
+        out
+    }
+}
 
 /// Points in curve order with one key per block.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +121,14 @@ pub(crate) struct Sorted {
     /// shift`) are below `p`; narrows each binary search to one bucket.
     radix: Vec<u32>,
     shift: u32,
+    /// A packed tree of boxes over the points' unit vectors, for k-nearest
+    /// queries. The nodes of height 0 are the blocks; node `i` of height
+    /// `h + 1` has the nodes `FANOUT i ..` of height `h` below it, whose
+    /// boxes are `groups[h][i]`. The top height has at most [`FANOUT`]
+    /// nodes, in `groups[top][0]`.
+    groups: Vec<Vec<Group>>,
+    /// The number of nodes of each height.
+    nodes: Vec<usize>,
 }
 
 impl Sorted {
@@ -63,7 +158,10 @@ impl Sorted {
             block_keys: Vec::with_capacity(n.div_ceil(BLOCK)),
             radix: Vec::new(),
             shift: 0,
+            groups: Vec::new(),
+            nodes: Vec::new(),
         };
+        let mut leaves = Vec::with_capacity(n.div_ceil(BLOCK));
         for (j, &(k, id, i)) in order.iter().enumerate() {
             let (lat, lon) = fixed[i as usize];
             s.lat.push(lat);
@@ -71,7 +169,28 @@ impl Sorted {
             s.ids.push(id);
             if j % BLOCK == 0 {
                 s.block_keys.push(k);
+                leaves.push(Aabb::EMPTY);
             }
+            if let Some(b) = leaves.last_mut() {
+                b.add_point(unit_fixed(lat, lon));
+            }
+        }
+        let mut level = leaves;
+        while !level.is_empty() {
+            s.nodes.push(level.len());
+            s.groups
+                .push(level.chunks(FANOUT).map(Group::new).collect());
+            if level.len() <= FANOUT {
+                break;
+            }
+            level = level
+                .chunks(FANOUT)
+                .map(|run| {
+                    let mut b = Aabb::EMPTY;
+                    run.iter().for_each(|c| b.add_box(c));
+                    b
+                })
+                .collect();
         }
         // About one bucket per block: a quarter byte per point.
         let bits = s.block_keys.len().max(2).ilog2().min(key_bits);
@@ -113,6 +232,9 @@ impl Sorted {
             + vec_bytes(&self.ids)
             + vec_bytes(&self.block_keys)
             + vec_bytes(&self.radix)
+            + vec_bytes(&self.groups)
+            + self.groups.iter().map(vec_bytes).sum::<usize>()
+            + vec_bytes(&self.nodes)
     }
 
     /// `(blocks starting below lo, blocks starting at or below hi)` for a
@@ -174,23 +296,36 @@ impl Sorted {
         }
     }
 
+    /// The block that holds curve key `key` (or would): where a k-nearest
+    /// search near the key starts.
+    #[inline]
+    pub fn seed_block(&self, key: u64) -> usize {
+        self.count(key, false).saturating_sub(1)
+    }
+
+    /// Start loading the points of block `b` (ignored past the end).
+    #[inline]
+    pub fn prefetch_block(&self, b: usize) {
+        let i = b * BLOCK;
+        if i < self.ids.len() {
+            prefetch(&self.lat[i]);
+            prefetch(&self.lon[i]);
+            prefetch(&self.ids[i]);
+            prefetch(&self.ids[(i + BLOCK / 2).min(self.ids.len() - 1)]);
+        }
+    }
+
     /// The `min(k, len)` nearest points into `scratch.hits` (any order).
     ///
-    /// The points stored around the query's own key are near it on the
-    /// curve, hence near it on the ground: the k-th smallest distance among
-    /// a window of them bounds the k-th nearest distance (`r_ub`). Radius
-    /// queries then grow from an estimate (the smaller of `r_ub` and the
-    /// radius that holds k points at the mean density) until one holds k
-    /// points; the query at `r_ub` always does. Taking the k best of a
-    /// radius query that holds at least k points is exact, ties included.
-    pub fn knn(
-        &self,
-        q: &Query,
-        k: usize,
-        key: u64,
-        collect: impl Fn(&Query, &mut Scratch),
-        scratch: &mut Scratch,
-    ) {
+    /// Block `seed` (from [`Sorted::seed_block`]: the block holding the
+    /// query's curve key, whose points are near on the ground) is scanned
+    /// first, which gives a bound early; then a depth-first search of the
+    /// box tree visits, nearest box first, the nodes whose box is within
+    /// the k-th best distance so far (the bound shrinks as it goes). The
+    /// best `k` are kept by `(distance, id)`, the result order, so ties are
+    /// exact. A point is measured only when it lies in the latitude band
+    /// and longitude window of the k-th best distance.
+    pub fn knn(&self, q: &Query, k: usize, seed: usize, scratch: &mut Scratch) {
         let n = self.ids.len();
         if k >= n {
             for i in 0..n {
@@ -199,32 +334,223 @@ impl Sorted {
             }
             return;
         }
-        let pos = self.count(key, false) * BLOCK;
-        let width = (2 * k).max(BLOCK).min(n);
-        let start = pos.saturating_sub(width / 2).min(n - width);
-        scratch.dists.clear();
+        let mut s = KnnState::new(q, k, scratch);
+        let seed = seed.min(self.block_keys.len() - 1);
+        self.knn_block(q, seed, &mut s);
+        let top = self.groups.len() - 1;
+        let qf = q.xyz.map(|x| x as f32);
+        self.knn_node(&qf, q, top, 0, seed, &mut s);
+        let hits = s.list.drain(..).chain(s.best.drain());
         scratch
-            .dists
-            .extend((start..start + width).map(|i| q.distance(self.lat[i], self.lon[i])));
-        let (_, &mut r_ub, _) = scratch.dists.select_nth_unstable_by(k - 1, f64::total_cmp);
-        let guess = 2.0 * EARTH_RADIUS_M * (k as f64 / n as f64).sqrt();
-        let f = 1.5;
-        let mut r = r_ub.min(guess * f);
-        loop {
-            let rq = Query::unchecked(q.lat, q.lon, r);
-            scratch.hits.clear();
-            collect(&rq, scratch);
-            if scratch.hits.len() >= k || r >= r_ub {
+            .hits
+            .extend(hits.map(|(bits, id)| (id, f64::from_bits(bits))));
+        scratch.best_list = s.list;
+        scratch.best = s.best;
+    }
+
+    /// Search the nodes of group `group` of height `h` that can hold a
+    /// point nearer than the k-th best, nearest box first; block `seed` is
+    /// already done.
+    fn knn_node(
+        &self,
+        qf: &[f32; 3],
+        q: &Query,
+        h: usize,
+        group: usize,
+        seed: usize,
+        s: &mut KnnState,
+    ) {
+        let gaps = self.groups[h][group].gaps2(qf);
+        let first = group * FANOUT;
+        let count = (self.nodes[h] - first).min(FANOUT);
+        // The nodes in reach, by gap (insertion sort: at most FANOUT).
+        let mut near = [(0.0f32, 0usize); FANOUT];
+        let mut m = 0;
+        for (c, &g) in gaps[..count].iter().enumerate() {
+            if g <= s.bound2 {
+                let mut at = m;
+                while at > 0 && near[at - 1].0 > g {
+                    near[at] = near[at - 1];
+                    at -= 1;
+                }
+                near[at] = (g, first + c);
+                m += 1;
+            }
+        }
+        // Start the loads of what comes next while the first is searched.
+        for &(_, c) in &near[..m] {
+            if h > 0 {
+                let g = &self.groups[h - 1][c];
+                for a in 0..3 {
+                    prefetch(&g.lo[a]);
+                    prefetch(&g.hi[a]);
+                }
+            } else {
+                self.prefetch_block(c);
+            }
+        }
+        for &(g, c) in &near[..m] {
+            if g > s.bound2 {
                 break;
             }
-            r = (r * 2.0).min(r_ub);
+            if h > 0 {
+                self.knn_node(qf, q, h - 1, c, seed, s);
+            } else if c != seed {
+                self.knn_block(q, c, s);
+            }
         }
-        if scratch.hits.len() > k {
-            scratch
-                .hits
-                .select_nth_unstable_by(k - 1, crate::query::cmp_hit);
-            scratch.hits.truncate(k);
+    }
+
+    /// Offer the points of block `b` to a k-nearest search: those inside
+    /// the current latitude and longitude windows are measured (without a
+    /// branch per point, so the measurements overlap), and those that beat
+    /// the k-th best enter.
+    #[inline]
+    fn knn_block(&self, q: &Query, b: usize, s: &mut KnnState) {
+        let start = b * BLOCK;
+        let end = (start + BLOCK).min(self.ids.len());
+        let lat = &self.lat[start..end];
+        let lon = &self.lon[start..end];
+        if s.stale {
+            s.stale = false;
+            (s.lat_win, s.lon_win) = q.windows(s.arc);
         }
+        let mut near = [0u8; BLOCK];
+        let mut m = 0;
+        for j in 0..lat.len() {
+            let dlat = lat[j].abs_diff(s.qlat);
+            let dl = lon[j].abs_diff(s.qlon);
+            let dlon = dl.min(FULL_TURN - dl);
+            near[m] = j as u8;
+            m += usize::from((dlat <= s.lat_win) & (dlon <= s.lon_win));
+        }
+        let mut dist = [0.0f64; BLOCK];
+        for t in 0..m {
+            let j = usize::from(near[t]);
+            dist[t] = q.distance(lat[j], lon[j]);
+        }
+        for t in 0..m {
+            let bits = dist[t].to_bits();
+            if bits > s.worst.0 {
+                continue;
+            }
+            let key = (bits, self.ids[start + usize::from(near[t])]);
+            if key < s.worst {
+                s.offer(key);
+            }
+        }
+    }
+}
+
+/// Ask for the cache line holding `x` (a hint: nothing on targets without it).
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86-64 baseline, and a prefetch is a
+        // hint that never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// Up to this `k`, a k-nearest search keeps its best in a sorted list
+/// rather than a heap.
+const SMALL_K: usize = 32;
+
+/// Fixed-point units in 360 degrees.
+const FULL_TURN: u32 = 3_600_000_000;
+
+/// The state of a k-nearest search.
+struct KnnState {
+    /// The best `k` so far, worst on top (for `k > SMALL_K`).
+    best: std::collections::BinaryHeap<(u64, u64)>,
+    /// The best `k` so far in order (for `k <= SMALL_K`).
+    list: Vec<(u64, u64)>,
+    k: usize,
+    /// The k-th best `(distance bits, id)`, all ones while fewer than k.
+    worst: (u64, u64),
+    /// The query's latitude and longitude in fixed point.
+    qlat: i32,
+    qlon: i32,
+    /// The k-th best arc in radians, padded (infinite while fewer than k).
+    arc: f64,
+    /// Points outside these half-windows (fixed point) cannot enter.
+    lat_win: u32,
+    lon_win: u32,
+    /// Whether the windows lag behind `arc`.
+    stale: bool,
+    /// Nodes whose squared gap ([`Group::gaps2`]) exceeds this cannot hold
+    /// a point that enters.
+    bound2: f32,
+}
+
+impl KnnState {
+    fn new(q: &Query, k: usize, scratch: &mut Scratch) -> KnnState {
+        let mut best = std::mem::take(&mut scratch.best);
+        let mut list = std::mem::take(&mut scratch.best_list);
+        best.clear();
+        list.clear();
+        KnnState {
+            best,
+            list,
+            k,
+            worst: (u64::MAX, u64::MAX),
+            qlat: to_fixed(q.lat),
+            qlon: to_fixed(q.lon),
+            arc: f64::INFINITY,
+            lat_win: u32::MAX,
+            lon_win: u32::MAX,
+            stale: false,
+            bound2: f32::INFINITY,
+        }
+    }
+
+    /// Take a point that beats the k-th best.
+    #[inline]
+    fn offer(&mut self, key: (u64, u64)) {
+        let worst = if self.k <= SMALL_K {
+            // Insertion into the sorted list: a few moves for a small k.
+            let v = &mut self.list;
+            if v.len() == self.k {
+                v.pop();
+            }
+            v.push(key);
+            let mut at = v.len() - 1;
+            while at > 0 && v[at - 1] > key {
+                v[at] = v[at - 1];
+                at -= 1;
+            }
+            v[at] = key;
+            if v.len() < self.k {
+                return;
+            }
+            v[v.len() - 1]
+        } else {
+            if self.best.len() < self.k {
+                self.best.push(key);
+                if self.best.len() < self.k {
+                    return;
+                }
+            } else if let Some(mut top) = self.best.peek_mut() {
+                *top = key;
+            }
+            let Some(&worst) = self.best.peek() else {
+                return;
+            };
+            worst
+        };
+        self.worst = worst;
+        // The k-th best arc in radians, padded well past the rounding of
+        // the haversine (1e-7 rad covers its worst case, near antipodes).
+        // The chord of an arc is at most the arc, and the latitude
+        // difference of two points at most their arc.
+        self.arc = f64::from_bits(worst.0) * ((1.0 + 1e-9) / EARTH_RADIUS_M) + 1e-7;
+        // Padded by a relative 1e-6 for the f32 rounding of the gaps.
+        self.bound2 = (self.arc * self.arc * (1.0 + 1e-6)) as f32;
+        self.stale = true;
     }
 }
 
