@@ -68,7 +68,7 @@ def test_version() -> None:
 
 def test_help_lists_every_command() -> None:
     out = subprocess.run([*SDI, "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("up", "serve", "systems", "bench"):
+    for command in ("up", "serve", "systems", "bench", "token", "user"):
         assert command in out
 
 
@@ -132,3 +132,39 @@ def test_bench_refuses_an_unknown_core() -> None:
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_email_users_and_their_tokens(tmp_path: Path) -> None:
+    from sdi.runtime.auth import TokenStore
+
+    def sdi_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SDI, *args, "--data-dir", str(tmp_path)], capture_output=True, text=True
+        )
+
+    created = sdi_run("user", "create", "email", "Ada@Example.org", "--name", "Ada")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.split()[-1]
+    assert "ada@example.org" in created.stdout
+    assert sdi_run("user", "list", "email").stdout.split() == ["ada@example.org"]
+    tokens = TokenStore(tmp_path / "email" / "tokens.sqlite")
+    assert tokens.verify(token) == "ada@example.org"
+    again = sdi_run("token", "create", "email", "--subject", "ada@example.org")
+    assert again.returncode == 0, again.stderr
+    assert tokens.verify(again.stdout.strip()) == "ada@example.org"
+    tokens.close()
+    taken = sdi_run("user", "create", "email", "ada@example.org")
+    assert taken.returncode == 2
+    assert "error" in taken.stderr
+    assert sdi_run("user", "create", "email", "not an address").returncode == 2
+    assert sdi_run("user", "create", "email").returncode == 2
+    assert "--subject ADDRESS" in sdi_run("token", "create", "email").stderr
+    assert "no user" in sdi_run("token", "create", "email", "--subject", "bob@x.org").stderr
+    bad_route = subprocess.run(
+        [*SDI, "serve", "email", "--port", "0", "--route", "nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad_route.returncode == 2
+    assert "domain=host:port" in bad_route.stderr

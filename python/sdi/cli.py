@@ -142,6 +142,13 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "shards": args.shards,
             "sharding": args.sharding,
             "score_bounds": args.score_bounds,
+            "smtp_port": args.smtp_port,
+            "submission_port": args.submission_port,
+            "ws_port": args.ws_port,
+            "domains": args.domains,
+            "routes": args.route,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
         }
         try:
             service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
@@ -153,7 +160,7 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 #: The systems whose HTTP APIs take the tokens of ``sdi token``.
-TOKEN_SYSTEMS = ["proximity", "leaderboard"]
+TOKEN_SYSTEMS = ["proximity", "leaderboard", "email"]
 #: The systems with a RESP port beside their main one.
 RESP_SYSTEMS = ("proximity", "leaderboard")
 
@@ -167,6 +174,17 @@ def cmd_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.action != "create" and not (data_dir / TOKENS_FILE).exists():
         print(f"no tokens in {data_dir} yet: `sdi token create {args.system}` makes one")
         return 1 if args.action == "revoke" else 0
+    if args.system == "email" and args.action == "create":
+        # An email token belongs to a user (its subject is the address).
+        from sdi.email.service import create_token
+
+        if args.subject == "admin":
+            parser.error("email tokens belong to a user: --subject ADDRESS (see `sdi user`)")
+        try:
+            print(create_token(data_dir, args.subject))
+        except InvalidArgument as error:
+            parser.error(str(error))
+        return 0
     store = TokenStore(data_dir / TOKENS_FILE)
     try:
         if args.action == "create":
@@ -190,6 +208,26 @@ def cmd_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
     finally:
         store.close()
+
+
+def cmd_user(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from sdi.email.service import create_token, create_user, list_users
+
+    data_dir: Path = (args.data_dir or default_data_dir()) / args.system
+    if args.action == "list":
+        for address in list_users(data_dir):
+            print(address)
+        return 0
+    if not args.address:
+        parser.error("create needs the user's address: sdi user create email ADDRESS")
+    try:
+        address = create_user(data_dir, args.address, args.name)
+        token = create_token(data_dir, address)
+    except InvalidArgument as error:
+        parser.error(str(error))
+    print(f"created {address}; its API token (and SMTP submission password):")
+    print(token)
+    return 0
 
 
 def cmd_systems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -383,7 +421,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --sharding range: the scores where one server's range ends and the next "
         "one's starts, comma-separated (one fewer than the servers)",
     )
+    email = serve.add_argument_group("email")
+    email.add_argument(
+        "--smtp-port", type=int, default=None, help="inbound SMTP port (default --port + 1)"
+    )
+    email.add_argument(
+        "--submission-port",
+        type=int,
+        default=None,
+        help="SMTP submission port, AUTH with an address and its API token (default --port + 2)",
+    )
+    email.add_argument(
+        "--ws-port",
+        type=int,
+        default=None,
+        help="WebSocket port for new-mail push (default --port + 3)",
+    )
+    email.add_argument(
+        "--domains",
+        default=None,
+        help="the mail domains this service receives for, comma-separated (default sdi.local)",
+    )
+    email.add_argument(
+        "--route",
+        action="append",
+        default=None,
+        metavar="DOMAIN=HOST:PORT",
+        help="where outgoing mail for a domain goes (repeatable; there is no DNS MX lookup)",
+    )
+    email.add_argument("--tls-cert", default=None, help="certificate (PEM) for STARTTLS")
+    email.add_argument("--tls-key", default=None, help="private key (PEM) for STARTTLS")
     serve.set_defaults(handler=cmd_serve)
+
+    user = commands.add_parser(
+        "user",
+        help="create or list the email service's users",
+        description="Manage the users (mailboxes) of the email service in its data directory. "
+        "`create` prints the new user's API token (also its SMTP submission password) once.",
+    )
+    user.add_argument("action", choices=["create", "list"], help="what to do")
+    user.add_argument("system", choices=["email"], help="email")
+    user.add_argument("address", nargs="?", default=None, help="create: the user's address")
+    user.add_argument("--name", default="", help="create: the user's display name")
+    user.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the data directory given to sdi up or sdi serve (default: theirs)",
+    )
+    user.set_defaults(handler=cmd_user)
 
     token = commands.add_parser(
         "token",

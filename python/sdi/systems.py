@@ -56,7 +56,15 @@ SYSTEMS: tuple[System, ...] = (
     System("metrics", "Metrics monitoring and alerting", 5, "Prometheus, PromQL", "tsdb"),
     System("adclick", "Ad click aggregation", 6, "Kafka in, HTTP query API", "stream"),
     System("hotel", "Hotel reservation", 7, "HTTP JSON with idempotency keys", "SQL"),
-    System("email", "Email service", 8, "SMTP, HTTP JSON, WebSocket", "lsm"),
+    System(
+        "email",
+        "Email service",
+        8,
+        "SMTP, HTTP JSON, WebSocket",
+        "lsm",
+        state="built",
+        service_module="sdi.email.service",
+    ),
     System(
         "s3",
         "S3-like object storage",

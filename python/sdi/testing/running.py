@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,14 @@ def request(
 class RunningService:
     """A started service on its own event loop thread; ``stop()`` when done."""
 
-    def __init__(self, service: Service, data_dir: Path) -> None:
+    def __init__(
+        self,
+        service: Service,
+        data_dir: Path,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+    ) -> None:
         self.service = service
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         config = ServiceConfig("127.0.0.1", 0, data_dir)

@@ -1,0 +1,376 @@
+"""The email HTTP API (JSON), on sdi's own HTTP server.
+
+Every route needs an API token (``Authorization: Bearer <token>``) whose
+subject is a user's address, and sees only that user's mail (another user's
+message id answers 404, as an unknown one does).
+
+=========================================  =====================================================
+``GET /v1/me``                              the user
+``GET /v1/folders``                         folders with total and unread counts
+``POST /v1/folders``                        ``{"name": ...}`` creates a folder
+``GET /v1/folders/{id}/messages``           a page, newest first: ``?limit=50&before=<id>``;
+                                            the answer's ``next_before`` pages on
+``GET /v1/messages/{id}``                   metadata, text body, attachments, thread
+``GET /v1/messages/{id}/raw``               the message as received (``message/rfc822``)
+``PUT /v1/messages/{id}``                   ``{"read": true|false, "folder": "<id>"}``
+``DELETE /v1/messages/{id}``                deletes (204)
+``POST /v1/messages``                       sends ``{"to": [...], "cc": [...], "bcc": [...],
+                                            "subject": ..., "body": ..., "in_reply_to": <id>}``
+``GET /v1/search?q=...``                    search (:mod:`sdi.email.query`); ``folder``,
+                                            ``read``, ``date_from``, ``date_to``, ``limit``,
+                                            ``before``
+=========================================  =====================================================
+
+>>> import asyncio
+>>> from sdi.email.blobs import BlobStore
+>>> from sdi.email.search import ScanIndex
+>>> from sdi.email.store import MailStore
+>>> from sdi.runtime.auth import Authenticator, TokenStore
+>>> from sdi.runtime.http import Request
+>>> import tempfile
+>>> async def demo(path: str) -> list[object]:
+...     store, tokens = MailStore(":memory:"), TokenStore(f"{path}/t.sqlite")
+...     store.create_user("ann@sdi.local", "Ann")
+...     token = tokens.issue("ann@sdi.local")
+...     api = EmailApi(store, BlobStore(path), ScanIndex(), Authenticator("email", store=tokens),
+...                    frozenset({"sdi.local"}))
+...     ok = await api.handle(Request("GET", "/v1/folders", "HTTP/1.1",
+...                                   {"authorization": f"Bearer {token}"}))
+...     refused = await api.handle(Request("GET", "/v1/folders", "HTTP/1.1", {}))
+...     tokens.close()
+...     return [ok.status, refused.status]
+>>> with tempfile.TemporaryDirectory() as path:
+...     asyncio.run(demo(path))
+[200, 401]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import email.policy
+import email.utils
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sdi.email.blobs import BlobStore
+from sdi.email.outgoing import domain_of, submit
+from sdi.email.search import SearchIndex
+from sdi.email.store import MailStore, check_address
+from sdi.errors import InvalidArgument
+from sdi.runtime.auth import Authenticator
+from sdi.runtime.http import HttpServer, Request, Response
+
+__all__ = ["BODY_BYTES_MAX", "EmailApi", "EmailHttpServer"]
+
+BODY_BYTES_MAX = 8 * 1024 * 1024
+PAGE_DEFAULT = 50
+PAGE_MAX = 200
+SUBJECT_CHARS_MAX = 998
+RECIPIENTS_MAX = 100
+_T = TypeVar("_T")
+
+
+class _NotFoundError(Exception):
+    pass
+
+
+class _MethodNotAllowedError(Exception):
+    def __init__(self, allowed: str) -> None:
+        super().__init__(allowed)
+        self.allowed = allowed
+
+
+def _single(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def _int(query: dict[str, list[str]], name: str) -> int | None:
+    text = _single(query, name)
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be an integer, not {text[:40]!r}") from None
+
+
+def _bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise InvalidArgument(f"{name} must be true or false")
+
+
+def _limit(query: dict[str, list[str]]) -> int:
+    limit = _int(query, "limit")
+    if limit is None:
+        return PAGE_DEFAULT
+    if not 1 <= limit <= PAGE_MAX:
+        raise InvalidArgument(f"limit must be from 1 to {PAGE_MAX}")
+    return limit
+
+
+def _body(request: Request) -> dict[str, Any]:
+    try:
+        value = json.loads(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidArgument(f"the body must be a JSON object: {error}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument("the body must be a JSON object")
+    return value
+
+
+def _no_line_breaks(value: str, name: str) -> str:
+    if any(c in value for c in "\r\n\x00"):
+        raise InvalidArgument(f"{name} may not contain line breaks (header injection)")
+    return value
+
+
+def _addresses(value: object, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{name} must be a list of addresses")
+    return [check_address(_no_line_breaks(v, name)) for v in value]
+
+
+class EmailApi:
+    """The routes; blocking store work runs on worker threads."""
+
+    def __init__(
+        self,
+        store: MailStore,
+        blobs: BlobStore,
+        index: SearchIndex,
+        auth: Authenticator,
+        domains: frozenset[str],
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.index = index
+        self.auth = auth
+        self.domains = domains
+        self.on_sent = on_sent
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.to_thread(fn, *args)
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._route(request)
+        except InvalidArgument as error:
+            return Response.error(400, str(error))
+        except _NotFoundError as missing:
+            return Response.error(404, str(missing))
+        except _MethodNotAllowedError as refused:
+            response = Response.error(405, f"{request.method} is not allowed here")
+            response.headers["allow"] = refused.allowed
+            return response
+
+    def _user(self, headers: dict[str, str]) -> str | None:
+        subject = self.auth.subject(headers)
+        if subject is None or self.store.user(subject) is None:
+            return None
+        return subject
+
+    async def _route(self, request: Request) -> Response:
+        user = await self._run(self._user, request.headers)
+        if user is None:
+            given = self.auth.subject(request.headers) is not None
+            message = (
+                "this token's subject is not a user of the mail service"
+                if given
+                else self.auth.refusal(request.headers) or "unauthorized"
+            )
+            response = Response.error(401, message)
+            response.headers["www-authenticate"] = self.auth.challenge()
+            return response
+        path, method = request.path, request.method
+        parts = path.strip("/").split("/")
+        if parts[:1] != ["v1"]:
+            raise _NotFoundError(f"no route {path!r}")
+        route = parts[1:]
+        if route == ["me"]:
+            return Response.json(await self._run(self.store.user, user))
+        if route == ["folders"]:
+            if method == "GET":
+                return Response.json({"folders": await self._run(self.store.folders, user)})
+            if method == "POST":
+                name = _body(request).get("name")
+                if not isinstance(name, str):
+                    raise InvalidArgument("a folder needs a name")
+                return Response.json(await self._run(self.store.create_folder, user, name), 201)
+            raise _MethodNotAllowedError("GET, POST")
+        if len(route) == 3 and route[0] == "folders" and route[2] == "messages":
+            if method != "GET":
+                raise _MethodNotAllowedError("GET")
+            return Response.json(await self._run(self._folder_page, user, route[1], request.query))
+        if route == ["messages"]:
+            if method != "POST":
+                raise _MethodNotAllowedError("POST")
+            return Response.json(await self._run(self._send, user, _body(request)), 202)
+        if len(route) in (2, 3) and route[0] == "messages":
+            if not route[1].isdigit():
+                raise _NotFoundError(f"there is no message {route[1][:40]!r}")
+            message_id = int(route[1])
+            if len(route) == 3:
+                if route[2] != "raw":
+                    raise _NotFoundError(f"no route {path!r}")
+                if method != "GET":
+                    raise _MethodNotAllowedError("GET")
+                raw = await self._run(self._raw, user, message_id)
+                return Response(200, raw, {"content-type": "message/rfc822"})
+            if method == "GET":
+                return Response.json(await self._run(self._message, user, message_id))
+            if method == "PUT":
+                return Response.json(
+                    await self._run(self._update, user, message_id, _body(request))
+                )
+            if method == "DELETE":
+                await self._run(self._delete, user, message_id)
+                return Response(204)
+            raise _MethodNotAllowedError("GET, PUT, DELETE")
+        if route == ["search"]:
+            if method != "GET":
+                raise _MethodNotAllowedError("GET")
+            return Response.json(await self._run(self._search, user, request.query))
+        raise _NotFoundError(f"no route {path!r}")
+
+    # -- the routes' blocking parts
+
+    def _folder_page(self, user: str, folder: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        if not self.store.has_folder(user, folder):
+            raise _NotFoundError(f"there is no folder {folder[:60]!r}")
+        limit = _limit(query)
+        messages = self.store.list_messages(user, folder, limit, _int(query, "before"))
+        next_before = messages[-1]["id"] if len(messages) == limit else None
+        return {"messages": messages, "next_before": next_before}
+
+    def _existing(self, user: str, message_id: int) -> dict[str, Any]:
+        message = self.store.message(user, message_id)
+        if message is None:
+            raise _NotFoundError(f"there is no message {message_id}")
+        return message
+
+    def _raw(self, user: str, message_id: int) -> bytes:
+        return self.blobs.get(self._existing(user, message_id)["blob"])
+
+    def _message(self, user: str, message_id: int) -> dict[str, Any]:
+        from sdi.email.mime import parse_message
+
+        message = self._existing(user, message_id)
+        parsed = parse_message(self.blobs.get(message["blob"]))
+        message["body"] = parsed.body
+        message["thread"] = self.store.thread(user, message["thread_id"])
+        return message
+
+    def _update(self, user: str, message_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(body) - {"read", "folder"}
+        if unknown:
+            raise InvalidArgument(f"unknown field(s) {sorted(unknown)}; give read and/or folder")
+        read = None if body.get("read") is None else _bool(body["read"], "read")
+        folder = body.get("folder")
+        if folder is not None and not isinstance(folder, str):
+            raise InvalidArgument("folder must be a folder id")
+        message = self.store.update_message(user, message_id, read=read, folder=folder)
+        if message is None:
+            raise _NotFoundError(f"there is no message {message_id}")
+        self.index.set_attrs(user, message_id, folder=message["folder"], read=message["read"])
+        return message
+
+    def _delete(self, user: str, message_id: int) -> None:
+        if not self.store.delete_message(user, message_id):
+            raise _NotFoundError(f"there is no message {message_id}")
+        self.index.delete(user, message_id)
+
+    def _search(self, user: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        text = _single(query, "q")
+        if not text:
+            raise InvalidArgument("search needs q=<query>")
+        read_text = _single(query, "read")
+        limit = _limit(query)
+        ids = self.index.search(
+            user,
+            text,
+            folder=_single(query, "folder") or None,
+            date_from=_int(query, "date_from"),
+            date_to=_int(query, "date_to"),
+            read=None if read_text is None else _bool(read_text, "read"),
+            limit=limit,
+            before=_int(query, "before"),
+        )
+        messages = self.store.messages_of(user, ids)
+        return {"messages": messages, "next_before": ids[-1] if len(ids) == limit else None}
+
+    def _send(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(body) - {"to", "cc", "bcc", "subject", "body", "in_reply_to"}
+        if unknown:
+            raise InvalidArgument(f"unknown field(s) {sorted(unknown)}")
+        to = _addresses(body.get("to"), "to")
+        cc = _addresses(body.get("cc"), "cc")
+        bcc = _addresses(body.get("bcc"), "bcc")
+        rcpts = list(dict.fromkeys(to + cc + bcc))
+        if not rcpts:
+            raise InvalidArgument("a message needs at least one recipient in to, cc or bcc")
+        if len(rcpts) > RECIPIENTS_MAX:
+            raise InvalidArgument(f"a message has at most {RECIPIENTS_MAX} recipients")
+        subject = body.get("subject", "")
+        text = body.get("body", "")
+        if not isinstance(subject, str) or not isinstance(text, str):
+            raise InvalidArgument("subject and body must be strings")
+        _no_line_breaks(subject, "subject")
+        if len(subject) > SUBJECT_CHARS_MAX:
+            raise InvalidArgument(f"a subject is at most {SUBJECT_CHARS_MAX} characters")
+        for rcpt in rcpts:
+            if domain_of(rcpt) in self.domains and self.store.user(rcpt) is None:
+                raise InvalidArgument(f"there is no user {rcpt}")
+        account = self.store.user(user) or {"display_name": ""}
+        message = email.message.EmailMessage(policy=email.policy.SMTPUTF8)
+        message["From"] = email.utils.formataddr((account["display_name"], user))
+        if to:
+            message["To"] = ", ".join(to)
+        if cc:
+            message["Cc"] = ", ".join(cc)
+        message["Subject"] = subject
+        message["Date"] = email.utils.formatdate(localtime=False)
+        message["Message-ID"] = f"<{secrets.token_hex(16)}@{domain_of(user)}>"
+        reply_to = body.get("in_reply_to")
+        if reply_to is not None:
+            if not isinstance(reply_to, int):
+                raise InvalidArgument("in_reply_to must be a message id")
+            original = self._existing(user, reply_to)
+            if original["message_id"]:
+                message["In-Reply-To"] = original["message_id"]
+                message["References"] = original["message_id"]
+        message.set_content(text)
+        data = message.as_bytes()
+        stored, outgoing = submit(self.store, self.blobs, user, rcpts, data, self.domains)
+        self.index.add(user, stored.id, stored.search, stored.date, stored.folder, stored.read)
+        if self.on_sent is not None:
+            self.on_sent()
+        return {"id": stored.id, "message_id": message["Message-ID"], "outgoing": outgoing}
+
+
+class EmailHttpServer:
+    """:class:`EmailApi` on the runtime's HTTP/1.1 server."""
+
+    def __init__(self, api: EmailApi) -> None:
+        self.api = api
+        self._http = HttpServer(api.handle, body_bytes_max=BODY_BYTES_MAX)
+
+    async def start(self, host: str, port: int) -> int:
+        return await self._http.start(host, port)
+
+    async def stop(self) -> None:
+        await self._http.stop()
