@@ -700,3 +700,16 @@ def test_member_too_long_changes_nothing(memory_server: tuple[int, LeaderboardSe
     assert "longer than the 33554432 bytes allowed" in str(reply)
     assert raw.call("ZSCORE", "z", "a") == b"1"
     raw.close()
+
+
+def test_zrandmember_with_repetition_is_bounded(memory_server: tuple[int, Any]) -> None:
+    from sdi.leaderboard.commands import RANDMEMBER_REPLY_MAX
+
+    client = redis.Redis(port=memory_server[0])
+    client.zadd("rand-bounded", {"a": 1, "b": 2})
+    assert len(client.zrandmember("rand-bounded", -1000)) == 1000
+    with pytest.raises(redis.ResponseError, match="count is too large"):
+        client.zrandmember("rand-bounded", -(RANDMEMBER_REPLY_MAX + 1))
+    assert client.ping() is True
+    client.delete("rand-bounded")
+    client.close()

@@ -22,7 +22,10 @@ are stored, so ``WRONGTYPE`` never happens and the commands of other types
 are unknown. Expired keys vanish on access and by the server's sweep. The
 blocking ``BZPOPMIN``, ``BZPOPMAX`` and ``BZMPOP`` are not served. One
 byte-level difference clients do not see: a ``ZMPOP`` that finds nothing
-replies ``$-1`` in RESP2 where Redis sends ``*-1`` (both are nil).
+replies ``$-1`` in RESP2 where Redis sends ``*-1`` (both are nil). One
+deliberate difference: ``ZRANDMEMBER`` with a negative count (members may
+repeat) returns at most :data:`RANDMEMBER_REPLY_MAX` members and refuses
+more, where Redis would build a reply of any size.
 
 Every command that changes the keyspace hands its effect to ``propagate``
 as a command line to append to the log: the command as sent, except that
@@ -63,6 +66,9 @@ __all__ = ["LISTPACK_ENTRIES", "ZSetCommands", "format_score", "keyspace_info", 
 LISTPACK_ENTRIES = 128
 LISTPACK_VALUE = 64
 _LONG_MAX = (1 << 63) - 1
+#: The most members a ZRANDMEMBER with a negative count (repetition allowed) returns,
+#: so that one command cannot make the server build an unbounded reply.
+RANDMEMBER_REPLY_MAX = 1 << 22
 _EMPTY_SCAN: list[Reply] = [b"0", []]
 _ZSET = SimpleString(b"zset")
 _NONE = SimpleString(b"none")
@@ -642,6 +648,12 @@ class ZSetCommands:
             return []
         size = len(zset)
         picks: list[tuple[bytes, float]]
+        if count < -RANDMEMBER_REPLY_MAX:
+            # Redis would build the reply (and its memory) whatever the size.
+            raise RespError(
+                f"ERR count is too large: at most {RANDMEMBER_REPLY_MAX} members with"
+                " repetition in one ZRANDMEMBER reply"
+            )
         if count < 0:
             ranks = [self.random.randrange(size) for _ in range(-count)]
         elif count >= size:
