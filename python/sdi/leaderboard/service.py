@@ -46,11 +46,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from sdi.errors import InvalidArgument
-from sdi.leaderboard.api import LeaderboardApi, LeaderboardHttpServer
+from sdi.leaderboard.api import LeaderboardApi, LeaderboardHttpServer, board_key
 from sdi.leaderboard.board import Board, HashShards, LocalBoard, ScoreRangeShards
 from sdi.leaderboard.persistence import FSYNC_POLICIES
 from sdi.leaderboard.server import LeaderboardServer
@@ -164,11 +165,12 @@ class LeaderboardService(Service):
                 bound = await self.store.start(config.host, resp_port)
                 self.board = LocalBoard(self.store)
                 url = f"redis://{config.host}:{bound}"
+                this_month = time.strftime("%Y-%m", time.gmtime())
                 endpoints.append(
                     Endpoint(
                         "leaderboard (sorted sets, Redis protocol)",
                         url,
-                        f"redis-cli -p {bound} ZREVRANGE leaderboard:2026-11 0 9 WITHSCORES",
+                        f"redis-cli -p {bound} ZREVRANGE {board_key(this_month)} 0 9 WITHSCORES",
                     )
                 )
             api = LeaderboardApi(self.board, auth=self.auth, unavailable=unavailable)
