@@ -37,9 +37,12 @@
 //! the member bytes and the 8-byte score, from [`ZSet::memory_bytes`]:
 //! 12.9 per member at 1M and 13.8 at 25M after random inserts one by one,
 //! 14.2 and 15.3 after a further n/4 ZINCRBY of random members (leaves left
-//! less full), 10.6 and 11.0 when loaded by one [`ZSet::add_many`] into an
-//! empty set (full leaves). Per member: 2 bytes of end offset, about 5.5 of index slot (load
-//! 0.72-0.74), the rest leaf headers, leaf capacity slack and inner nodes.
+//! less full), 9.8 at 1M and 5M when loaded by one [`ZSet::add_many`] into
+//! an empty set (a bulk build, leaves 7/8 full). With the 11-byte members of
+//! `benchmarks/cores/zset.py` (`--example batch`): 9.8 after the bulk load
+//! at 1M, 5M and 25M, 13.6-13.7 after a further n/4 ZINCRBY. Per member: 2
+//! bytes of end offset, about 5.3-5.5 of index slot (load 0.72-0.75), the
+//! rest leaf headers, leaf capacity slack and inner nodes.
 //! The allocator's per-allocation headers (3 allocations per leaf) come on
 //! top and show in the process's RSS.
 //!
@@ -75,8 +78,8 @@ pub use dump::{DumpError, DUMP_MAGIC, DUMP_VERSION};
 use std::cmp::Ordering;
 use tree::{cmp_key, Path, Tree};
 
-/// Plain ZADDs of at least this many pairs into an empty set are loaded in
-/// key order.
+/// Plain ZADDs of at least this many pairs into an empty set are sorted and
+/// built in bulk.
 const BULK_MIN: usize = 64;
 
 /// Longest member accepted (a leaf's offsets are 32-bit).
@@ -462,6 +465,26 @@ impl<'a> Iterator for Range<'a> {
 
 impl ExactSizeIterator for Range<'_> {}
 
+/// A score as an integer that orders as the score does (not NaN, not -0.0).
+#[inline]
+fn score_key(s: f64) -> u64 {
+    let b = s.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+/// A member's first 8 bytes, zero-padded, as a big-endian integer.
+#[inline]
+fn prefix_key(m: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = m.len().min(8);
+    b[..n].copy_from_slice(&m[..n]);
+    u64::from_be_bytes(b)
+}
+
 /// The sorted set. See the crate documentation.
 pub struct ZSet {
     tree: Tree,
@@ -584,20 +607,13 @@ impl ZSet {
             return Ok(());
         }
         let new = new + 0.0;
-        if self.tree.update_in_place(leaf, pos, new) {
+        if self.tree.update_in_place(leaf, pos, new, member) {
             return Ok(());
         }
         if !self.tree.has_room() {
             return Err(Error::Full);
         }
-        let mut path = Path::new();
-        let (l, p, _) = self.tree.descend(
-            |s, m| cmp_key(s, m, old, member) != Ordering::Greater,
-            &mut path,
-        );
-        debug_assert_eq!((l, p), (leaf, pos + 1));
-        self.tree.remove_at(l, p - 1, &path, h);
-        self.tree.insert(new, member, h);
+        self.tree.move_key(leaf, pos, old, new, member, h);
         Ok(())
     }
 
@@ -652,8 +668,8 @@ impl ZSet {
     /// changes nothing), then the pairs are applied in order. The reply is
     /// what Redis replies. Also the batch form for arrays of scores: lookups
     /// are prefetched a few members ahead, and a plain ZADD of 64 pairs or
-    /// more into an empty set whose members are distinct is inserted in key
-    /// order (same result, faster, fuller leaves).
+    /// more into an empty set whose members are distinct is sorted and built
+    /// in bulk (same result, much faster).
     pub fn zadd<M: AsRef<[u8]>>(
         &mut self,
         flags: AddFlags,
@@ -701,34 +717,57 @@ impl ZSet {
         })
     }
 
-    /// A plain ZADD into an empty set, inserted in key order, which keeps
-    /// the inserts in cache and the leaves full. `None` (and the set left
-    /// empty) when a member occurs twice in the batch: the caller then
-    /// applies the pairs in order.
+    /// A plain ZADD into an empty set: the pairs are sorted (by score as an
+    /// integer key and the members' first 8 bytes, then runs that tie on
+    /// both by member) and the tree is built bottom-up in one pass, leaves
+    /// 7/8 full, then the member index in one pass over the leaves (see
+    /// `Tree::build_sorted`). `None` (and the set left empty) when a member
+    /// occurs twice in the batch: the caller then applies the pairs in order.
     fn bulk_load<M: AsRef<[u8]>>(&mut self, scores: &[f64], members: &[M]) -> Option<usize> {
-        let m = |i: usize| members[i].as_ref();
-        let mut order: Vec<(f64, usize)> = scores.iter().copied().zip(0..).collect();
-        order.sort_unstable_by(|a, b| cmp_key(a.0, m(a.1), b.0, m(b.1)));
-        // Hashes in the caller's order (sequential reads of the members).
-        let hashes = self.hashes(members);
-        self.tree.reserve_members(order.len());
-        for (k, &(score, i)) in order.iter().enumerate() {
-            // The members are read in key order: fetch their handles and
-            // bytes, and their index slots, a few steps ahead.
-            if let Some(&(_, j)) = order.get(k + 16) {
-                tree::prefetch(&members[j]);
+        let n = scores.len();
+        let index = u32::try_from(n).ok()?;
+        let m = |i: u32| members[i as usize].as_ref();
+        // Sort by score as an integer key (exact for non-NaN scores once
+        // -0.0 is +0.0), then runs of equal scores by member.
+        // The member's first 8 bytes (zero-padded, big-endian) order as the
+        // member does, except between members equal on them.
+        let mut order: Vec<(u64, u64, u32)> = scores
+            .iter()
+            .zip(0..index)
+            .map(|(&s, i)| (score_key(s + 0.0), prefix_key(m(i)), i))
+            .collect();
+        order.sort_unstable();
+        let mut a = 0;
+        while a < n {
+            let mut b = a + 1;
+            while b < n && order[b].0 == order[a].0 && order[b].1 == order[a].1 {
+                b += 1;
             }
-            if let Some(&(_, j)) = order.get(k + 8) {
-                tree::prefetch(m(j).as_ptr());
-                self.tree.prefetch_slot(hashes[j]);
+            if b - a > 1 {
+                order[a..b].sort_unstable_by(|x, y| m(x.2).cmp(m(y.2)));
             }
-            let h = hashes[i];
-            if self.tree.find(m(i), h).is_some() || self.insert_new(score, m(i), h).is_err() {
-                *self = ZSet::new();
-                return None;
-            }
+            a = b;
         }
-        Some(order.len())
+        let built = self.tree.build_sorted(
+            n,
+            |k| {
+                let i = order[k].2;
+                (scores[i as usize] + 0.0, m(i))
+            },
+            |k| {
+                if let Some(&(_, _, i)) = order.get(k) {
+                    tree::prefetch(m(i).as_ptr());
+                }
+                if let Some(&(_, _, i)) = order.get(k + 8) {
+                    tree::prefetch(&members[i as usize]);
+                }
+            },
+        );
+        if built.is_err() {
+            *self = ZSet::new();
+            return None;
+        }
+        Some(n)
     }
 
     /// Adds or sets many pairs (plain ZADD); the number of members added.

@@ -1164,3 +1164,192 @@ fn wide_leaves_split_and_merge() {
     z.remove_range_by_rank(0, -1);
     z.check_invariants();
 }
+
+/// A deterministic generator for the bulk tests.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Sizes around the leaf (7 per bulk-built leaf under test) and inner
+/// boundaries, and the production ones.
+const BULK_SIZES: &[usize] = &[
+    0, 1, 2, 3, 6, 7, 8, 9, 14, 15, 48, 49, 50, 63, 64, 65, 342, 343, 344, 2400, 2401, 2402, 4095,
+    4096, 4097, 16807, 16808,
+];
+
+/// `n` distinct members (some longer than 8 bytes, some sharing 8-byte
+/// prefixes, some empty or short) with scores that tie often.
+fn bulk_data(n: usize, rng: &mut Xorshift) -> (Vec<f64>, Vec<Vec<u8>>) {
+    let members: Vec<Vec<u8>> = (0..n)
+        .map(|i| match i % 5 {
+            0 => format!("prefix-shared-{i}").into_bytes(),
+            1 => format!("{i}").into_bytes(),
+            2 => format!("m{:08}", rng.next() % 1000)
+                .into_bytes()
+                .into_iter()
+                .chain(format!(":{i}").into_bytes())
+                .collect(),
+            3 => (i as u32).to_be_bytes().to_vec(),
+            _ => format!("{:x}", i * 7919).into_bytes(),
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        members.iter().all(|m| seen.insert(m.clone())),
+        "distinct members"
+    );
+    let scores = (0..n)
+        .map(|_| match rng.next() % 10 {
+            0 => -0.0,
+            1 => f64::INFINITY,
+            2 => f64::NEG_INFINITY,
+            3 => (rng.next() % 1000) as f64 / 7.0,
+            _ => (rng.next() % 20) as f64 - 10.0,
+        })
+        .collect();
+    (scores, members)
+}
+
+fn sorted_model(scores: &[f64], members: &[Vec<u8>]) -> Vec<(f64, Vec<u8>)> {
+    let mut v: Vec<(f64, Vec<u8>)> = scores
+        .iter()
+        .map(|s| s + 0.0)
+        .zip(members.iter().cloned())
+        .collect();
+    v.sort_by(|a, b| tree::cmp_key(a.0, &a.1, b.0, &b.1));
+    v
+}
+
+#[test]
+fn bulk_build_sizes_then_random_ops() {
+    let mut rng = Xorshift(0x1234_5678_9abc_def1);
+    for &n in BULK_SIZES {
+        let (scores, members) = bulk_data(n, &mut rng);
+        let want = sorted_model(&scores, &members);
+        let mut z = ZSet::new();
+        assert_eq!(z.add_many(&scores, &members), Ok(n));
+        z.check_invariants();
+        assert_eq!(bits(owned(z.iter())), bits(want.clone()), "n={n}");
+        if n >= BULK_MIN {
+            // Built in bulk (not by the fallback): leaves 7/8 full.
+            let fill = tree::LEAF_MAX * 7 / 8;
+            assert_eq!(z.stats().leaves, n.div_ceil(fill), "n={n}");
+        }
+        // The snapshot loader builds the same way, at every size.
+        let back = ZSet::load(&z.dump()).unwrap();
+        back.check_invariants();
+        assert_eq!(bits(owned(back.iter())), bits(want.clone()), "load n={n}");
+        for (r, (s, m)) in want.iter().enumerate() {
+            assert_eq!(z.rank(m), Some(r));
+            assert_eq!(z.score(m).map(f64::to_bits), Some(s.to_bits()));
+        }
+        // Random increments (small and large moves), removes and inserts.
+        let mut model: HashMap<Vec<u8>, f64> = want.iter().map(|(s, m)| (m.clone(), *s)).collect();
+        for step in 0..(3 * n).clamp(50, 6000) {
+            let r = rng.next();
+            let m = if n > 0 && r % 7 != 0 {
+                members[(rng.next() % n as u64) as usize].clone()
+            } else {
+                format!("new-{}", rng.next() % 500).into_bytes()
+            };
+            match r % 10 {
+                0 => assert_eq!(z.remove(&m), model.remove(&m)),
+                1 => {
+                    let s = (rng.next() % 40) as f64 - 20.0;
+                    assert_eq!(z.insert(s, &m).unwrap(), model.insert(m.clone(), s));
+                }
+                _ => {
+                    let d = match rng.next() % 4 {
+                        0 => 0.5,
+                        1 => -1.0,
+                        2 => (rng.next() % 30) as f64,
+                        _ => -((rng.next() % 300) as f64) / 7.0,
+                    };
+                    // A new member replies the increment itself (its sign too).
+                    let new = model.get(&m).map_or(d, |c| c + d);
+                    if new.is_nan() {
+                        assert_eq!(z.incr(d, &m), Err(Error::NanResult));
+                    } else {
+                        assert_eq!(z.incr(d, &m).unwrap().to_bits(), new.to_bits());
+                        model.insert(m.clone(), new + 0.0);
+                    }
+                }
+            }
+            if step % 97 == 0 {
+                z.check_invariants();
+            }
+        }
+        z.check_invariants();
+        let mut list: Vec<(f64, Vec<u8>)> = model.into_iter().map(|(m, s)| (s, m)).collect();
+        list.sort_by(|a, b| tree::cmp_key(a.0, &a.1, b.0, &b.1));
+        assert_eq!(bits(owned(z.iter())), bits(list), "after ops n={n}");
+    }
+}
+
+#[test]
+fn bulk_load_with_duplicates_falls_back() {
+    let mut rng = Xorshift(77);
+    for &n in &[64usize, 65, 343, 4097] {
+        let (mut scores, mut members) = bulk_data(n, &mut rng);
+        // A member twice with different scores (the later one wins), and
+        // an exact pair twice.
+        members[n - 1] = members[3].clone();
+        scores[n - 1] = 1234.5;
+        members[n - 2] = members[n / 2].clone();
+        scores[n - 2] = scores[n / 2];
+        let mut model: HashMap<Vec<u8>, f64> = HashMap::new();
+        let mut added = 0;
+        for (s, m) in scores.iter().zip(&members) {
+            if model.insert(m.clone(), s + 0.0).is_none() {
+                added += 1;
+            }
+        }
+        let mut z = ZSet::new();
+        assert_eq!(z.add_many(&scores, &members), Ok(added));
+        z.check_invariants();
+        let mut list: Vec<(f64, Vec<u8>)> = model.into_iter().map(|(m, s)| (s, m)).collect();
+        list.sort_by(|a, b| tree::cmp_key(a.0, &a.1, b.0, &b.1));
+        assert_eq!(bits(owned(z.iter())), bits(list));
+        assert_eq!(z.score(&members[3]), Some(1234.5));
+    }
+}
+
+#[test]
+fn moves_within_and_across_leaves() {
+    // Dense integer scores: increments land in the same leaf, the next
+    // one, or far away; the tree stays consistent.
+    let n = 5000;
+    let members: Vec<Vec<u8>> = (0..n).map(|i| format!("p{i:010}").into_bytes()).collect();
+    let scores: Vec<f64> = (0..n).map(|i| f64::from(i as u32)).collect();
+    let mut z = ZSet::new();
+    z.add_many(&scores, &members).unwrap();
+    let mut model: Vec<f64> = scores.clone();
+    let mut rng = Xorshift(5);
+    let picks: Vec<usize> = (0..20_000)
+        .map(|_| (rng.next() % n as u64) as usize)
+        .collect();
+    let deltas: Vec<f64> = (0..20_000)
+        .map(|k| match k % 4 {
+            0 => 1.0,
+            1 => -2.5,
+            2 => (rng.next() % 40) as f64,
+            _ => -((rng.next() % 5000) as f64),
+        })
+        .collect();
+    let batch: Vec<&[u8]> = picks.iter().map(|&i| &members[i][..]).collect();
+    let got = z.incr_many(&deltas, &batch).unwrap();
+    for (k, &i) in picks.iter().enumerate() {
+        model[i] += deltas[k];
+        assert_eq!(got[k], model[i]);
+    }
+    z.check_invariants();
+    let want = sorted_model(&model, &members);
+    assert_eq!(bits(owned(z.iter())), bits(want));
+}

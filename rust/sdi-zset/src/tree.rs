@@ -13,6 +13,17 @@
 //!   moves to another leaf (split, merge) or leaves, the first such slot in
 //!   its probe run is rewritten. Removal leaves a tombstone; a rebuild from
 //!   the leaves drops them.
+//! * Bulk build ([`Tree::build_sorted`]): sorted input into an empty tree
+//!   fills leaves to [`LEAF_FILL`] (7/8, so that the first inserts do not
+//!   split every leaf), builds the inner levels bottom-up with counts and
+//!   separators, then the index in one pass over the leaves (hashing a leaf
+//!   ahead and prefetching its slots), checking for repeated members.
+//! * Score changes ([`Tree::update_in_place`], [`Tree::move_key`]): within
+//!   the leaf when the new key is strictly inside it (no descent, no index
+//!   or count change); else one descent finds both the old and the new
+//!   place, and the element moves between leaves by retargeting its index
+//!   slot and changing the counts below the two paths' common node. Only
+//!   when the old leaf would underflow is it removed and reinserted.
 
 use std::cmp::Ordering;
 
@@ -31,6 +42,11 @@ pub(crate) const INNER_MAX: usize = 64;
 pub(crate) const INNER_MAX: usize = 8;
 /// An inner node below this many children merges with a neighbour when they fit.
 const INNER_MIN: usize = INNER_MAX / 4;
+/// Elements per leaf in a bulk build: 7/8 full, so that the first inserts
+/// into a loaded set do not split every leaf at once.
+const LEAF_FILL: usize = LEAF_MAX * 7 / 8;
+/// Children per inner node in a bulk build.
+const INNER_FILL: usize = INNER_MAX * 7 / 8;
 /// No leaf (end of the leaf chain).
 const NONE: u32 = u32::MAX;
 /// Deepest tree: fan-out is at least 2, and 2^48 elements do not fit in memory.
@@ -93,6 +109,18 @@ pub(crate) fn prefetch<T>(p: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Prefetches every cache line of `v`: a binary search over a cold array
+/// then waits for one round of misses instead of one per step.
+#[inline(always)]
+fn prefetch_all<T>(v: &[T]) {
+    let range = v.as_ptr_range();
+    let (mut p, end) = (range.start.cast::<u8>(), range.end.cast::<u8>());
+    while p < end {
+        prefetch(p);
+        p = p.wrapping_add(64);
+    }
 }
 
 fn reserve<T>(v: &mut Vec<T>, extra: usize, step: usize) {
@@ -212,6 +240,27 @@ impl Leaf {
         &self.bytes[self.start(i)..self.end(i)]
     }
     fn find(&self, m: &[u8]) -> Option<usize> {
+        let n = m.len();
+        if n >= 8 {
+            // Compare the last 8 bytes first (where keys built from counters
+            // differ), as one word, before the rest: no memcmp call per element.
+            let tail = u64::from_ne_bytes(m[n - 8..].try_into().expect("8 bytes"));
+            let head = &m[..n - 8];
+            return ends!(&self.ends, v => {
+                let mut start = 0usize;
+                for (i, e) in v.iter().enumerate() {
+                    let e = e.get();
+                    if e - start == n {
+                        let t = u64::from_ne_bytes(self.bytes[e - 8..e].try_into().expect("8 bytes"));
+                        if t == tail && self.bytes[start..e - 8] == *head {
+                            return Some(i);
+                        }
+                    }
+                    start = e;
+                }
+                None
+            });
+        }
         ends!(&self.ends, v => {
             let mut start = 0usize;
             for (i, e) in v.iter().enumerate() {
@@ -226,6 +275,7 @@ impl Leaf {
     }
     /// Number of leading elements for which `pred` holds (`pred` is true then false).
     fn partition(&self, pred: &impl Fn(f64, &[u8]) -> bool) -> usize {
+        prefetch_all(&self.scores);
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -422,6 +472,35 @@ impl Index {
             i = self.step(i);
         }
     }
+    /// Adds the slot of the member at `pos` of `leaf` unless its member
+    /// is already indexed (then false); the caller made room.
+    fn insert_new(&mut self, leaves: &[Leaf], h: u64, leaf: u32, pos: usize) -> bool {
+        let tag = (h as u32) & TAG_MASK;
+        let mut i = self.home(h);
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                self.slots[i] = (leaf << TAG_BITS) | tag;
+                self.live += 1;
+                return true;
+            }
+            if s != TOMB && s & TAG_MASK == tag {
+                let l = &leaves[leaf as usize];
+                let other = s >> TAG_BITS;
+                let m = l.member(pos);
+                let dup = if other == leaf {
+                    // The member itself is in this leaf: look for another copy.
+                    (0..l.len()).any(|i| i != pos && l.member(i) == m)
+                } else {
+                    leaves[other as usize].find(m).is_some()
+                };
+                if dup {
+                    return false;
+                }
+            }
+            i = self.step(i);
+        }
+    }
     /// The first slot of `h`'s run holding (`leaf`, tag of `h`).
     fn position(&self, h: u64, leaf: u32) -> usize {
         let want = (leaf << TAG_BITS) | ((h as u32) & TAG_MASK);
@@ -608,14 +687,6 @@ impl Tree {
         self.rebuild_index(new_cap);
     }
 
-    /// Sizes the index for `n` members in all (a batch about to be loaded).
-    pub(crate) fn reserve_members(&mut self, n: usize) {
-        let cap = n + n / 3 + 16;
-        if cap > self.index.slots.len() {
-            self.rebuild_index(cap);
-        }
-    }
-
     fn rebuild_index(&mut self, cap: usize) {
         let mut slots = std::mem::take(&mut self.index.slots);
         slots.clear();
@@ -677,6 +748,205 @@ impl Tree {
     fn free_inner(&mut self, id: u32) {
         self.inners[id as usize] = Inner::default();
         self.free_inners.push(id);
+    }
+
+    /// Builds the tree of an empty set from `n` elements in strictly
+    /// increasing key order, `item(k)` being the `k`-th (scores already
+    /// normalised to `+0.0`): leaves filled to [`LEAF_FILL`], the inner
+    /// levels bottom-up, then the member index in one pass over the leaves.
+    /// `hint(k)` is called a few elements ahead of `item(k)` (to prefetch).
+    /// `Err(k)` when the member of element `k` occurs earlier in the
+    /// sequence, or (`k == n`) when the leaves would not fit the index's id
+    /// space; the tree is then left in an unspecified state, to be dropped.
+    pub(crate) fn build_sorted<'a>(
+        &mut self,
+        n: usize,
+        item: impl Fn(usize) -> (f64, &'a [u8]),
+        hint: impl Fn(usize),
+    ) -> Result<(), usize> {
+        debug_assert_eq!(self.len, 0);
+        if n == 0 {
+            return Ok(());
+        }
+        let nleaves = n.div_ceil(LEAF_FILL);
+        if nleaves > MAX_LEAVES {
+            return Err(n);
+        }
+        let mut leaves = Vec::with_capacity(nleaves);
+        let (base, extra) = (n / nleaves, n % nleaves);
+        let mut k = 0;
+        for id in 0..nleaves {
+            let len = base + usize::from(id < extra);
+            let mut scores = Vec::with_capacity(len);
+            let mut offs = [0usize; LEAF_MAX];
+            let mut bytes_len = 0;
+            for (j, off) in offs.iter_mut().enumerate().take(len) {
+                hint(k + j + 16);
+                let (s, m) = item(k + j);
+                scores.push(s);
+                bytes_len += m.len();
+                *off = bytes_len;
+            }
+            let mut bytes = Vec::with_capacity(bytes_len);
+            for j in 0..len {
+                bytes.extend_from_slice(item(k + j).1);
+            }
+            k += len;
+            leaves.push(Leaf {
+                scores,
+                ends: Ends::build(offs[..len].iter().copied(), len, bytes_len),
+                bytes,
+                prev: if id == 0 { NONE } else { id as u32 - 1 },
+                next: if id + 1 == nleaves {
+                    NONE
+                } else {
+                    id as u32 + 1
+                },
+            });
+        }
+        self.leaves = leaves;
+        self.free_leaves.clear();
+        self.inners.clear();
+        self.free_inners.clear();
+        self.len = n;
+        // Inner levels: (node, elements under it, first leaf under it).
+        let mut level: Vec<(u32, u64, u32)> = (0..nleaves as u32)
+            .map(|id| (id, self.leaves[id as usize].len() as u64, id))
+            .collect();
+        let mut height = 0;
+        while level.len() > 1 {
+            let count = level.len().div_ceil(INNER_FILL);
+            let (base, extra) = (level.len() / count, level.len() % count);
+            let mut up = Vec::with_capacity(count);
+            let mut rest = &level[..];
+            for i in 0..count {
+                let (group, after) = rest.split_at(base + usize::from(i < extra));
+                rest = after;
+                let keys = group[1..]
+                    .iter()
+                    .map(|&(_, _, first)| {
+                        let l = &self.leaves[first as usize];
+                        (l.score(0), Box::<[u8]>::from(l.member(0)))
+                    })
+                    .collect();
+                let inner = Inner {
+                    keys,
+                    children: group.iter().map(|g| g.0).collect(),
+                    counts: group.iter().map(|g| g.1).collect(),
+                };
+                let total = inner.counts.iter().sum();
+                self.inners.push(inner);
+                up.push(((self.inners.len() - 1) as u32, total, group[0].2));
+            }
+            level = up;
+            height += 1;
+        }
+        self.root = level[0].0;
+        self.height = height;
+        self.index.slots = vec![EMPTY; n + n / 3 + 16];
+        self.index.live = 0;
+        self.index.tombs = 0;
+        self.index_sorted()
+    }
+
+    /// Fills the (empty, sized) index from the leaves, checking that no
+    /// member occurs twice: `Err(k)` for the first element (in order) whose
+    /// member occurred before. Hashes a leaf ahead and prefetches its slots.
+    fn index_sorted(&mut self) -> Result<(), usize> {
+        let seed = self.index.seed;
+        let mut ahead: Vec<u64> = Vec::with_capacity(LEAF_MAX);
+        let mut cur: Vec<u64> = Vec::with_capacity(LEAF_MAX);
+        let hash_leaf = |index: &Index, l: &Leaf, out: &mut Vec<u64>| {
+            out.clear();
+            for i in 0..l.len() {
+                let h = hash(seed, l.member(i));
+                prefetch(&index.slots[index.home(h)]);
+                out.push(h);
+            }
+        };
+        hash_leaf(&self.index, &self.leaves[0], &mut ahead);
+        let mut k = 0;
+        for id in 0..self.leaves.len() {
+            std::mem::swap(&mut cur, &mut ahead);
+            if id + 1 < self.leaves.len() {
+                hash_leaf(&self.index, &self.leaves[id + 1], &mut ahead);
+            }
+            for (i, &h) in cur.iter().enumerate() {
+                if !self.index.insert_new(&self.leaves, h, id as u32, i) {
+                    return Err(k + i);
+                }
+            }
+            k += cur.len();
+        }
+        Ok(())
+    }
+
+    /// Moves the element at `pos` of `leaf` (key `old`, member `m`, hash
+    /// `h`) to the key `new` (not in the set). One descent finds both
+    /// places; when the old leaf keeps at least [`LEAF_MIN`] elements the
+    /// element is moved without restructuring: within its leaf (no index
+    /// or count change), or to another leaf (the index slot retargeted,
+    /// counts changed below the paths' common node). Otherwise it is
+    /// removed and reinserted.
+    pub(crate) fn move_key(&mut self, leaf: u32, pos: usize, old: f64, new: f64, m: &[u8], h: u64) {
+        let le_old = |s: f64, x: &[u8]| cmp_key(s, x, old, m) != Ordering::Greater;
+        let le_new = |s: f64, x: &[u8]| cmp_key(s, x, new, m) != Ordering::Greater;
+        let mut path = Path::new();
+        let mut new_path = Path::new();
+        let mut node = self.root;
+        let mut common = self.height;
+        let mut to = NONE;
+        for d in 0..self.height {
+            let inner = &self.inners[node as usize];
+            prefetch_all(&inner.keys);
+            prefetch(&inner.children[inner.children.len() / 2]);
+            prefetch(&inner.counts[inner.counts.len() / 2]);
+            let c = inner.keys.partition_point(|(s, x)| le_old(*s, x));
+            path.push(node, c);
+            if common == self.height {
+                let cn = inner.keys.partition_point(|(s, x)| le_new(*s, x));
+                new_path.push(node, cn);
+                if cn != c {
+                    common = d;
+                    let mut n2 = inner.children[cn];
+                    for _ in d + 1..self.height {
+                        let i2 = &self.inners[n2 as usize];
+                        prefetch_all(&i2.keys);
+                        let c2 = i2.keys.partition_point(|(s, x)| le_new(*s, x));
+                        new_path.push(n2, c2);
+                        n2 = i2.children[c2];
+                    }
+                    to = n2;
+                }
+            }
+            node = inner.children[c];
+        }
+        debug_assert_eq!(node, leaf);
+        if to == NONE {
+            to = node;
+        }
+        if self.leaves[leaf as usize].len() <= LEAF_MIN && self.height > 0 {
+            self.remove_at(leaf, pos, &path, h);
+            self.insert(new, m, h);
+            return;
+        }
+        self.leaves[leaf as usize].remove(pos);
+        let l = &mut self.leaves[to as usize];
+        let at = l.partition(&le_new);
+        l.insert(at, new, m);
+        if to == leaf {
+            return;
+        }
+        for &(n, c) in &path.nodes[common..path.len] {
+            self.inners[n as usize].counts[c as usize] -= 1;
+        }
+        for &(n, c) in &new_path.nodes[common..new_path.len] {
+            self.inners[n as usize].counts[c as usize] += 1;
+        }
+        self.index.retarget(h, leaf, to);
+        if self.leaves[to as usize].len() > LEAF_MAX {
+            self.split_leaf(to, &new_path, false);
+        }
     }
 
     /// Whether one more leaf can be made (the index's id space).
@@ -911,20 +1181,41 @@ impl Tree {
         }
     }
 
-    /// Changes the score of the element at `pos` of `leaf` in place when its
-    /// neighbours in the leaf keep it in order; false when it must move.
-    pub(crate) fn update_in_place(&mut self, leaf: u32, pos: usize, score: f64) -> bool {
+    /// Changes the score of the element at `pos` of `leaf` (member `m`)
+    /// without leaving the leaf when the new key lies strictly between the
+    /// leaf's other lowest and highest keys (so it belongs to this leaf
+    /// whatever its bounds): in place when its neighbours keep it in order,
+    /// else moved within the leaf (the index and counts do not change).
+    /// False when it must move to another leaf.
+    pub(crate) fn update_in_place(&mut self, leaf: u32, pos: usize, score: f64, m: &[u8]) -> bool {
         let l = &self.leaves[leaf as usize];
-        if pos == 0 || pos + 1 >= l.len() {
+        let n = l.len();
+        if n < 3 {
             return false;
         }
-        let m = l.member(pos);
-        let ok = cmp_key(l.score(pos - 1), l.member(pos - 1), score, m) == Ordering::Less
-            && cmp_key(score, m, l.score(pos + 1), l.member(pos + 1)) == Ordering::Less;
-        if ok {
-            self.leaves[leaf as usize].scores[pos] = score;
+        let key = |i: usize| (l.score(i), l.member(i));
+        let below = |i: usize| {
+            let (s, x) = key(i);
+            cmp_key(s, x, score, m) == Ordering::Less
+        };
+        let above = |i: usize| {
+            let (s, x) = key(i);
+            cmp_key(score, m, s, x) == Ordering::Less
+        };
+        let lo = if pos == 0 { 1 } else { 0 };
+        let hi = if pos + 1 == n { n - 2 } else { n - 1 };
+        if !below(lo) || !above(hi) {
+            return false;
         }
-        ok
+        if (pos == 0 || below(pos - 1)) && (pos + 1 == n || above(pos + 1)) {
+            self.leaves[leaf as usize].scores[pos] = score;
+            return true;
+        }
+        let l = &mut self.leaves[leaf as usize];
+        l.remove(pos);
+        let at = l.partition(&|s, x| cmp_key(s, x, score, m) == Ordering::Less);
+        l.insert(at, score, m);
+        true
     }
 
     /// Heap bytes held, from the capacities of every allocation.
