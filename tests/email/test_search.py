@@ -7,6 +7,7 @@ import email.policy
 import random
 import re
 import smtplib
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -26,8 +27,14 @@ SENDERS = ["Olga <olga@far.example>", "Piet <piet@near.example>", "Quinn <quinn@
 FIELDS = ["subject", "body", "from", "to"]
 
 
+def fold(text: str) -> str:
+    """Case-folded, accents dropped (``émile`` is ``emile``): the test's own normalization."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 def _words(text: str) -> list[str]:
-    return re.findall(r"[^\W_]+", text.casefold())
+    return re.findall(r"[^\W_]+", fold(text))
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,12 @@ class Q:
     def holds(self, fields: dict[str, str]) -> bool:
         names = [self.field] if self.field else list(fields)
         if self.kind == "word":
-            return any(self.words[0].casefold() in _words(fields[n]) for n in names)
+            return any(fold(self.words[0]) in _words(fields[n]) for n in names)
         if self.kind == "prefix":
-            start = self.words[0].casefold()
+            start = fold(self.words[0])
             return any(w.startswith(start) for n in names for w in _words(fields[n]))
         if self.kind == "phrase":
-            want = [w.casefold() for w in self.words]
+            want = [fold(w) for w in self.words]
             for n in names:
                 have = _words(fields[n])
                 if any(have[i : i + len(want)] == want for i in range(len(have))):
@@ -201,7 +208,7 @@ def test_scan_index_filters_and_pages(
 
 def test_tokenizer_and_parser_edges() -> None:
     assert tokenize("Ünïcode—dash/slash_under 3.14 日本語") == [
-        "ünïcode", "dash", "slash", "under", "3", "14", "日本語",
+        "unicode", "dash", "slash", "under", "3", "14", "日本語",
     ]  # fmt: skip
     assert "a.b+c@x-y.example.org" in tokenize("mail <A.B+c@X-Y.example.org>.")
     for bad in ["", "   ", "(", "a)", "NOT", '""', "-", "a OR", "OR a", "a OR OR b"]:

@@ -8,6 +8,7 @@ from . import ec as ec
 from . import exchange as exchange
 from . import geo as geo
 from . import log as log
+from . import lsm as lsm
 from . import marketdata as marketdata
 from . import ring as ring
 from . import zset as zset
@@ -19,6 +20,7 @@ __all__ = [
     "exchange",
     "geo",
     "log",
+    "lsm",
     "marketdata",
     "ring",
     "zset",

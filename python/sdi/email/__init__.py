@@ -6,7 +6,9 @@
 in SQLite), :mod:`~sdi.email.blobs` (raw messages by SHA-256),
 :mod:`~sdi.email.outgoing` (delivery with retries, bounces),
 :mod:`~sdi.email.api` (HTTP), :mod:`~sdi.email.push` (WebSocket) and
-:mod:`~sdi.email.search` with :mod:`~sdi.email.query` (full-text search).
+:mod:`~sdi.email.search` with :mod:`~sdi.email.query` (full-text search: the
+interface, the language and the brute-force oracle) and :mod:`~sdi.email.lsmindex`
+(the index the service runs on, the compiled LSM index of ``rust/sdi-lsm``).
 
 >>> from sdi.email.query import parse
 >>> parse("from:ann report*")

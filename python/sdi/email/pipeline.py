@@ -154,10 +154,14 @@ class Pipeline:
         return stored
 
     def add_to_index(self, stored: list[StoredMessage]) -> None:
-        for message in stored:
-            self.index.add(
-                message.user, message.id, message.search, message.date, message.folder,
-                message.read,
-            )  # fmt: skip
+        add_many = getattr(self.index, "add_many", None)
+        if add_many is not None:  # one write (and one sync) for all the recipients' copies
+            add_many([(m.user, m.id, m.search, m.date, m.folder, m.read) for m in stored])
+        else:
+            for message in stored:
+                self.index.add(
+                    message.user, message.id, message.search, message.date, message.folder,
+                    message.read,
+                )  # fmt: skip
         if stored and self.on_stored is not None:
             self.on_stored(stored)

@@ -1,12 +1,12 @@
 """Full-text search over a user's mail: the :class:`SearchIndex` interface and :class:`ScanIndex`.
 
-The service talks to its index only through :class:`SearchIndex`, so the
-compiled inverted index of ``rust/sdi-lsm`` (an LSM tree, one per user
-partition) drops in when its Python binding lands. Until then the default
-is :class:`ScanIndex`: a brute-force scan that tokenizes every stored
+The service talks to its index only through :class:`SearchIndex`; it runs
+on :class:`sdi.email.lsmindex.LsmSearchIndex`, the compiled inverted index
+of ``rust/sdi-lsm`` (an LSM tree, keys partitioned by user).
+:class:`ScanIndex` is a brute-force scan that tokenizes every stored
 message and evaluates the query (:func:`sdi.email.query.matches`) on each
-of the user's messages. It is also the oracle the LSM index will be
-compared with: its answers define what a search returns.
+of the user's messages. It is the oracle the LSM index is compared with in
+the tests: its answers define what a search returns.
 
 Results are document ids (the message ids of the store), newest first, i.e.
 by descending id; ``before`` pages (ids below it only).

@@ -14,13 +14,15 @@ The data directory holds ``mail.sqlite`` (users, folders, messages,
 threads, the incoming and outgoing queues; :mod:`sdi.email.store`),
 ``blobs/`` (raw messages by SHA-256; :mod:`sdi.email.blobs`) and
 ``tokens.sqlite`` (API tokens; the subject of a user's token is the user's
-address). On a first start (no users) the service creates the demo user
-``demo@<first domain>`` and writes its token to ``api-token``.
+address) and ``search/`` (the search index). On a first start (no users)
+the service creates the demo user ``demo@<first domain>`` and writes its
+token to ``api-token``.
 
-Search runs on :class:`~sdi.email.search.ScanIndex` (a brute-force scan of
-the stored messages, rebuilt from the store at start) until the compiled
-LSM index of ``rust/sdi-lsm`` is bound; both implement
-:class:`~sdi.email.search.SearchIndex`.
+Search runs on :class:`~sdi.email.lsmindex.LsmSearchIndex` (the compiled
+LSM index of ``rust/sdi-lsm``, in ``search/``), checked against the store
+at start so that mail stored just before a crash is indexed; pass
+``index=ScanIndex()`` for the brute-force scan (rebuilt from the store at
+start). Both implement :class:`~sdi.email.search.SearchIndex`.
 
 User and token management for the CLI: :func:`create_user`,
 :func:`create_token`, :func:`list_users`.
@@ -50,6 +52,7 @@ from typing import Any
 
 from sdi.email.api import EmailApi, EmailHttpServer
 from sdi.email.blobs import BlobStore
+from sdi.email.lsmindex import LsmSearchIndex
 from sdi.email.outgoing import OutgoingWorkers, RetryPolicy
 from sdi.email.pipeline import ATTACHMENT_BYTES_MAX, Pipeline
 from sdi.email.push import PushHub
@@ -74,6 +77,8 @@ logger = logging.getLogger(__name__)
 
 DATABASE_FILE = "mail.sqlite"
 BLOBS_DIR = "blobs"
+#: The search index's directory (:class:`~sdi.email.lsmindex.LsmSearchIndex`).
+SEARCH_DIR = "search"
 #: How many times a failing queue entry is retried before it waits for a restart.
 PROCESS_ATTEMPTS_MAX = 5
 
@@ -178,6 +183,7 @@ class EmailService(Service):
         self.workers = max(1, workers)
         self.retry = retry or RetryPolicy()
         self.demo_user = demo_user
+        self._index_given = index is not None
         self.index: SearchIndex = index if index is not None else ScanIndex()
         self.hostname = sorted(self.domains)[0]
         self.store: MailStore | None = None
@@ -209,11 +215,22 @@ class EmailService(Service):
         first = root / FIRST_TOKEN_FILE
         self.token_file = first if first.exists() else None
         blobs = BlobStore(root / BLOBS_DIR)
-        for message in store.indexable():
-            self.index.add(
-                message.user, message.id, message.search, message.date, message.folder,
-                message.read,
-            )  # fmt: skip
+        if not self._index_given:
+            index = LsmSearchIndex(root / SEARCH_DIR)
+            try:
+                index.recover(store)
+            except BaseException:
+                index.close()
+                raise
+            self.index = index
+        elif isinstance(self.index, LsmSearchIndex):
+            self.index.recover(store)
+        else:
+            for message in store.indexable():
+                self.index.add(
+                    message.user, message.id, message.search, message.date, message.folder,
+                    message.read,
+                )  # fmt: skip
         return store, tokens, blobs
 
     def _tls(self) -> ssl.SSLContext | None:
@@ -400,6 +417,8 @@ class EmailService(Service):
         if self.outgoing is not None:
             await self.outgoing.stop()
             self.outgoing = None
+        if isinstance(self.index, LsmSearchIndex) and not self._index_given:
+            await asyncio.to_thread(self.index.close)
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
             self.store = None

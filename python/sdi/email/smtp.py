@@ -126,15 +126,20 @@ class _Handler:
         server.in_flight += 1
         try:
             if server.mode == "submission":
-                assert server.blobs is not None
-                stored, ids = await asyncio.to_thread(
-                    submit, server.store, server.blobs, str(session.auth_data),
-                    list(envelope.rcpt_tos), data, server.domains,
-                )  # fmt: skip
-                if server.index is not None:
-                    server.index.add(
-                        stored.user, stored.id, stored.search, stored.date, stored.folder, True
-                    )
+                blobs = server.blobs
+                assert blobs is not None
+                user, rcpts = str(session.auth_data), list(envelope.rcpt_tos)
+
+                def submit_and_index() -> tuple[Any, list[int]]:
+                    # On a worker thread: the store commits and the index syncs to disk.
+                    stored, ids = submit(server.store, blobs, user, rcpts, data, server.domains)
+                    if server.index is not None:
+                        server.index.add(
+                            stored.user, stored.id, stored.search, stored.date, stored.folder, True
+                        )
+                    return stored, ids
+
+                stored, ids = await asyncio.to_thread(submit_and_index)
                 entry = ids[0] if ids else stored.id
             else:
                 entry = await asyncio.to_thread(

@@ -490,6 +490,43 @@ class MailStore:
                 )
             last = int(rows[-1][0])
 
+    def max_message_id(self) -> int:
+        """The highest message id given so far (0 for none; ids are never reused)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"
+            ).fetchone()
+            top = self._db.execute("SELECT max(id) FROM messages").fetchone()
+        return max(int(row[0]) if row else 0, int(top[0] or 0))
+
+    def message_states(
+        self, *, after: int = 0, user: str | None = None
+    ) -> list[tuple[int, str, str, bool, int]]:
+        """``(id, user, folder, read, date)`` of the messages above id ``after``
+        (of one user, or all), by id: what a search index is checked against."""
+        sql = "SELECT id, user, folder, read, date FROM messages WHERE id > ?"
+        args: tuple[Any, ...] = (after,)
+        if user is not None:
+            sql += " AND user = ?"
+            args = (after, user)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), int(r[4])) for r in rows]
+
+    def search_texts(self, user: str, ids: list[int]) -> dict[int, dict[str, str]]:
+        """The search text of these messages of ``user`` (unknown ids left out)."""
+        out: dict[int, dict[str, str]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT id, search FROM messages WHERE user = ? AND id IN ({marks})",
+                    (user, *chunk),
+                ).fetchall()
+            out.update((int(r[0]), json.loads(r[1])) for r in rows)
+        return out
+
     # -- sending and the outgoing queue
 
     def submit(

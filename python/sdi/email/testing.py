@@ -91,7 +91,10 @@ class Mail:
     ) -> list[dict[str, Any]]:
         def enough() -> list[dict[str, Any]] | None:
             messages = self.folder(folder, user)
-            return messages if len(messages) >= count else None
+            # Stored is not yet indexed: the pipeline writes the index after
+            # the store; wait for the entries in progress to finish.
+            indexed = self.service._processing == 0
+            return messages if len(messages) >= count and indexed else None
 
         return list(wait_for(enough, timeout, f"{count} messages in {user}'s {folder}"))
 

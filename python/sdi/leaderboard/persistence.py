@@ -47,6 +47,7 @@ from pathlib import Path
 
 from sdi.errors import Corrupt, InvalidArgument
 from sdi.resp import encode_command
+from sdi.runtime.files import fsync_directory
 
 __all__ = [
     "FSYNC_POLICIES",
@@ -87,15 +88,6 @@ def aof_generations(directory: Path) -> list[int]:
         if match is not None:
             found.append(int(match.group(1)))
     return sorted(found)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Makes renames and creations in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the log, written ------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any
 
 from sdi.errors import InvalidArgument
 from sdi.mq.log import Fsync
+from sdi.runtime.files import fsync_directory
 
 __all__ = [
     "TOPIC_NAME",
@@ -199,12 +200,4 @@ def write_json_atomic(path: Path, data: Any) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_directory(path.parent)

@@ -54,6 +54,7 @@ from types import TracebackType
 
 from sdi.errors import Closed, Corrupt, InvalidArgument
 from sdi.objstore.ec import checksum as crc32c
+from sdi.runtime.files import fsync_directory
 
 __all__ = ["CompactionReport", "DataNode", "FileInfo", "ObjectInfo"]
 
@@ -190,7 +191,7 @@ class DataNode:
             if create:
                 os.pwrite(descriptor, FILE_HEADER.pack(FILE_MAGIC, file_id), 0)
                 os.fsync(descriptor)
-                _fsync_dir(self.path / "data")
+                fsync_directory(self.path / "data")
             self._fds[file_id] = descriptor
         return descriptor
 
@@ -539,11 +540,3 @@ def _check_id(object_id: str) -> bytes:
     if len(key) > ID_BYTES_MAX:
         raise InvalidArgument(f"an object id is at most {ID_BYTES_MAX} bytes, not {len(key)}")
     return key
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

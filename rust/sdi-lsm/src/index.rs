@@ -1107,6 +1107,28 @@ impl Index {
         }
     }
 
+    /// Whether the index has ever seen mail `doc` of `user` (live or
+    /// deleted): an id it knows cannot be added again.
+    pub fn contains(&self, user: u32, doc: u64) -> bool {
+        self.shared.read().docs.get(user, doc).is_some()
+    }
+
+    /// Every mail id of `user` the index knows, ascending, with its
+    /// attributes (`None` for deleted mail): for checking the index
+    /// against the mail store.
+    pub fn docs_of(&self, user: u32) -> Vec<(u64, Option<Attrs>)> {
+        let state = self.shared.read();
+        let Some(docs) = state.docs.users.get(&user) else {
+            return Vec::new();
+        };
+        docs.iter()
+            .map(|(&doc, state)| match state {
+                DocState::Live(attrs) => (doc, Some(*attrs)),
+                DocState::Dead => (doc, None),
+            })
+            .collect()
+    }
+
     /// Writes the memtable to a run now (a no-op when it is empty).
     pub fn flush(&self) -> Result<()> {
         let mut writer = lock(&self.shared.writer);

@@ -509,3 +509,23 @@ fn prefix_union_over_sparse_and_dense_ids() {
         }
     }
 }
+
+#[test]
+fn contains_and_docs_of_report_live_and_deleted_mail() {
+    let dir = TempDir::new("docs-of");
+    let index = Index::open(&dir.0, quiet()).unwrap();
+    for id in [3, 5, 8] {
+        index
+            .add(&mail(id, "a@x.org", "b@y.org", "s", "b", &[]))
+            .unwrap();
+    }
+    index.delete(1, 5).unwrap();
+    assert!(index.contains(1, 3) && index.contains(1, 5) && !index.contains(1, 4));
+    assert!(!index.contains(2, 3));
+    let attrs = |id: u64| mail(id, "", "", "", "", &[]).attrs;
+    let want = vec![(3, Some(attrs(3))), (5, None), (8, Some(attrs(8)))];
+    assert_eq!(index.docs_of(1), want);
+    index.flush().unwrap();
+    assert_eq!(index.docs_of(1), want);
+    assert!(index.docs_of(2).is_empty());
+}

@@ -12,6 +12,7 @@ mod errors;
 mod exchange;
 mod geo;
 mod log;
+mod lsm;
 mod marketdata;
 mod ring;
 mod zset;
@@ -36,5 +37,6 @@ fn _rust(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ec::register(m)?;
     geo::register(m)?;
     zset::register(m)?;
+    lsm::register(m)?;
     Ok(())
 }
