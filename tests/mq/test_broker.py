@@ -325,3 +325,43 @@ def test_a_long_silent_idempotent_producer_is_forgotten(tmp_path: Path, run_asyn
             assert _produce_answer(reader)[0] == p.ErrorCode.UNKNOWN_PRODUCER_ID
 
     run_async(scenario())
+
+
+def test_committed_offsets_load_off_the_event_loop_after_a_restart(
+    tmp_path: Path, run_async
+) -> None:
+    """A restarted coordinator reads its commits on a worker thread: group requests answer
+    COORDINATOR_LOAD_IN_PROGRESS (retriable) until they are in, then the commits are all there."""
+    entries = [(("g", "t", n), (n * 10, 0, None if n % 2 else f"m{n}")) for n in range(3000)]
+
+    async def scenario() -> None:
+        broker = Broker(_config(tmp_path))
+        await broker.start(listen=False)
+        for _ in range(100):
+            if broker._offsets_ready() is p.ErrorCode.NONE:
+                break
+            await asyncio.sleep(0.01)
+        await broker.create_topic("t", 1)
+        await broker._store_offsets(entries[:1500])
+        await broker._store_offsets(entries[1500:])
+        await broker._store_offsets([(("g", "t", 7), None)])  # a deletion
+        await broker.stop()
+
+        again = Broker(_config(tmp_path))
+        await again.start(listen=False)
+        seen = set()
+        for _ in range(500):
+            ready = again._offsets_ready()
+            seen.add(ready)
+            if ready is p.ErrorCode.NONE:
+                break
+            assert ready is p.ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+            await asyncio.sleep(0.01)
+        assert p.ErrorCode.NONE in seen
+        assert again.committed("g", "t", 0) == 0
+        assert again.committed("g", "t", 2999) == 29990
+        assert again.committed("g", "t", 7) is None
+        assert len(again._offsets) == 2999
+        await again.stop()
+
+    run_async(scenario())

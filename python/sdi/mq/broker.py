@@ -308,10 +308,12 @@ class Broker:
             session_timeout_range_ms=config.group_session_timeout_range_ms,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
         )
-        #: Committed offsets, as the leader of __consumer_offsets-0 has them (see _load_offsets).
+        #: Committed offsets, as the leader of __consumer_offsets-0 has them (see _read_offsets).
         self._offsets: dict[tuple[str, str, int], tuple[int, int, str | None]] = {}
         #: The leader epoch of __consumer_offsets-0 the offsets were loaded under (-1: not).
         self._offsets_epoch = -1
+        #: The load of the offsets under way: (leader epoch, task).
+        self._offsets_loading: tuple[int, asyncio.Task[None]] | None = None
         self._next_producer_id = 0
         self._producer_id_limit = 0
         self._cluster_id = ""
@@ -385,6 +387,9 @@ class Broker:
         await loop.run_in_executor(self._io, self._open)
         if not self.clustered:
             await self._ensure_offsets_topic()
+            offsets = self._partition(OFFSETS_TOPIC, 0)
+            if offsets is not None and offsets.is_leader:
+                self._start_loading_offsets(offsets)
         self._groups.start()
         self._housekeeping = [
             loop.create_task(self._every(self.config.retention_check_interval_s, self._retain)),
@@ -425,6 +430,10 @@ class Broker:
             task.cancel()
         await asyncio.gather(*self._housekeeping, return_exceptions=True)
         self._housekeeping = []
+        if self._offsets_loading is not None:
+            # A load reads a log on a worker thread: let it finish before the logs close.
+            await asyncio.gather(self._offsets_loading[1], return_exceptions=True)
+            self._offsets_loading = None
         for topic in self._topics.values():
             for state in topic.partitions:
                 async with state.lock:
@@ -1023,8 +1032,11 @@ class Broker:
         with contextlib.suppress(FileExistsError):
             await self.create_topic(OFFSETS_TOPIC, 1, configs, replication_factor=factor)
 
-    def _load_offsets(self, state: _PartitionState) -> None:
-        """Reads every commit in ``__consumer_offsets-0`` (on taking its lead)."""
+    @staticmethod
+    def _read_offsets(
+        state: _PartitionState,
+    ) -> dict[tuple[str, str, int], tuple[int, int, str | None]]:
+        """Every commit in ``__consumer_offsets-0``, replayed (blocking: on a worker thread)."""
         offsets: dict[tuple[str, str, int], tuple[int, int, str | None]] = {}
         offset = state.log.log_start_offset
         while offset < state.log.next_offset:
@@ -1042,18 +1054,44 @@ class Broker:
                     metadata = record.value[13:].decode() if has_metadata else None
                     offsets[key] = (committed, epoch, metadata)
                 offset = batch.base_offset + batch.last_offset_delta + 1
-        self._offsets = offsets
-        self._offsets_epoch = state.leader_epoch
+        return offsets
+
+    def _start_loading_offsets(self, state: _PartitionState) -> None:
+        """Reads the committed offsets on a worker thread, once per leader epoch.
+
+        Until they are in, the group requests answer COORDINATOR_LOAD_IN_PROGRESS
+        (as Kafka's coordinator does while it loads), which clients retry; the
+        event loop never replays the log itself.
+        """
+        epoch = state.leader_epoch
+        if self._offsets_loading is not None and self._offsets_loading[0] == epoch:
+            return
+
+        async def load() -> None:
+            try:
+                offsets = await self._run(self._read_offsets, state)
+            except Exception:
+                log.exception("%s: loading the committed offsets failed; will retry", state.name)
+                self._offsets_loading = None
+                return
+            if state.is_leader and state.leader_epoch == epoch:
+                self._offsets = offsets
+                self._offsets_epoch = epoch
+                log.info("%s: %d committed offsets loaded", state.name, len(offsets))
+
+        self._offsets_loading = (epoch, asyncio.get_running_loop().create_task(load()))
 
     def _offsets_ready(self) -> p.ErrorCode:
-        """NONE when this broker coordinates groups now: it leads __consumer_offsets-0."""
+        """NONE when this broker coordinates groups now: it leads __consumer_offsets-0 and has
+        its commits loaded (COORDINATOR_LOAD_IN_PROGRESS while they load)."""
         state = self._partition(OFFSETS_TOPIC, 0)
         if state is None or not state.is_leader:
             if self.clustered and OFFSETS_TOPIC not in self.topics(internal=True):
                 return p.ErrorCode.COORDINATOR_NOT_AVAILABLE
             return p.ErrorCode.NOT_COORDINATOR
         if self._offsets_epoch != state.leader_epoch:
-            self._load_offsets(state)
+            self._start_loading_offsets(state)
+            return p.ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
         return p.ErrorCode.NONE
 
     async def _store_offsets(
@@ -1061,8 +1099,12 @@ class Broker:
     ) -> None:
         """Appends commits (None: delete) to __consumer_offsets-0, acknowledged by every ISR."""
         state = self._partition(OFFSETS_TOPIC, 0)
-        if state is None or self._offsets_ready() is not p.ErrorCode.NONE:
-            raise _AppendRefusedError(p.ErrorCode.NOT_COORDINATOR, "not the group coordinator")
+        ready = self._offsets_ready()
+        if state is None or ready is not p.ErrorCode.NONE:
+            raise _AppendRefusedError(
+                p.ErrorCode.NOT_COORDINATOR if state is None else ready,
+                "not the group coordinator (or its offsets are still loading)",
+            )
         now = _now_ms()
         records = []
         for delta, (key, entry) in enumerate(entries):
@@ -1093,8 +1135,15 @@ class Broker:
         return {(t, i): entry for (g, t, i), entry in self._offsets.items() if g == group}
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:
-        """The offset ``group`` committed for a partition, if any (as the coordinator knows it)."""
-        self._offsets_ready()
+        """The offset ``group`` committed for a partition, if any (as the coordinator knows it).
+
+        Blocking: when this broker has just taken the coordinator's place, it
+        reads the commits here rather than waiting for the background load.
+        """
+        state = self._partition(OFFSETS_TOPIC, 0)
+        if self._offsets_ready() is p.ErrorCode.COORDINATOR_LOAD_IN_PROGRESS and state is not None:
+            self._offsets = self._read_offsets(state)
+            self._offsets_epoch = state.leader_epoch
         entry = self._offsets.get((group, topic, partition))
         return None if entry is None else entry[0]
 
@@ -1388,6 +1437,7 @@ class Broker:
                 state.joining.clear()
                 if state.topic == OFFSETS_TOPIC:
                     self._groups.reset()
+                    self._start_loading_offsets(state)
                 now = time.monotonic()
                 state.replica_leo.clear()
                 state.leo_at_last_fetch.clear()
@@ -1957,35 +2007,36 @@ class Broker:
         info = view.brokers[state.leader]
         return info.node_id, info.host, info.port
 
-    def _coordinates(self) -> bool:
-        return self._offsets_ready() is p.ErrorCode.NONE
-
     async def _handle_join_group(
         self, request: p.JoinGroupRequest, header: p.RequestHeader
     ) -> p.JoinGroupResponse:
-        if not self._coordinates():
-            return p.JoinGroupResponse(p.ErrorCode.NOT_COORDINATOR, -1, "", "", "", [])
+        ready = self._offsets_ready()
+        if ready is not p.ErrorCode.NONE:
+            return p.JoinGroupResponse(ready, -1, "", "", "", [])
         return await self._groups.join(request, header.client_id or "", header.api_version)
 
     async def _handle_sync_group(
         self, request: p.SyncGroupRequest, header: p.RequestHeader
     ) -> p.SyncGroupResponse:
-        if not self._coordinates():
-            return p.SyncGroupResponse(p.ErrorCode.NOT_COORDINATOR, b"")
+        ready = self._offsets_ready()
+        if ready is not p.ErrorCode.NONE:
+            return p.SyncGroupResponse(ready, b"")
         return await self._groups.sync(request)
 
     async def _handle_heartbeat(
         self, request: p.HeartbeatRequest, header: p.RequestHeader
     ) -> p.HeartbeatResponse:
-        if not self._coordinates():
-            return p.HeartbeatResponse(p.ErrorCode.NOT_COORDINATOR)
+        ready = self._offsets_ready()
+        if ready is not p.ErrorCode.NONE:
+            return p.HeartbeatResponse(ready)
         return self._groups.heartbeat(request.group_id, request.generation_id, request.member_id)
 
     async def _handle_leave_group(
         self, request: p.LeaveGroupRequest, header: p.RequestHeader
     ) -> p.LeaveGroupResponse:
-        if not self._coordinates():
-            return p.LeaveGroupResponse(p.ErrorCode.NOT_COORDINATOR)
+        ready = self._offsets_ready()
+        if ready is not p.ErrorCode.NONE:
+            return p.LeaveGroupResponse(ready)
         return self._groups.leave(request, header.api_version)
 
     async def _handle_offset_commit(
