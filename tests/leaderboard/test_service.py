@@ -120,7 +120,15 @@ def test_writes_need_a_token_and_bad_input_changes_nothing(tmp_path: Path) -> No
         ):
             status, _ = board.request("POST", "/v1/scores", raw=raw, token=admin)
             assert status == 400, raw
-        for query in ("month=2026-13", "month=26-11", "limit=0", "limit=101", "limit=x", "sort=1"):
+        for query in (
+            "month=2026-13",
+            "month=26-11",
+            "limit=0",
+            "limit=101",
+            "limit=x",
+            "sort=1",
+            "limit=%C2%B2",
+        ):
             assert board.request("GET", f"/v1/scores?{query}")[0] == 400, query
         assert board.request("DELETE", "/v1/scores")[0] == 405
         assert board.request("GET", "/v2/nothing")[0] == 404

@@ -90,6 +90,9 @@ def test_bad_requests_get_their_status_and_the_server_keeps_serving(run_async) -
             (b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 413),
             (b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
+            # Digits int() refuses (superscript two, Arabic-Indic five, in Latin-1 and UTF-8).
+            (b"POST / HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: \u0665\r\n\r\n".encode(), 400),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n" + b"x" * 11, 413),

@@ -62,6 +62,7 @@ from sdi.email.store import MailStore, check_address
 from sdi.errors import InvalidArgument
 from sdi.runtime.auth import Authenticator
 from sdi.runtime.http import HttpServer, Request, Response
+from sdi.runtime.text import is_decimal
 
 __all__ = ["BODY_BYTES_MAX", "EmailApi", "EmailHttpServer"]
 
@@ -221,7 +222,7 @@ class EmailApi:
                 raise _MethodNotAllowedError("POST")
             return Response.json(await self._run(self._send, user, _body(request)), 202)
         if len(route) in (2, 3) and route[0] == "messages":
-            if not route[1].isdigit():
+            if not is_decimal(route[1]):
                 raise _NotFoundError(f"there is no message {route[1][:40]!r}")
             message_id = int(route[1])
             if len(route) == 3:

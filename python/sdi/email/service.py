@@ -63,6 +63,7 @@ from sdi.errors import InvalidArgument
 from sdi.runtime import Endpoint, Service, ServiceConfig
 from sdi.runtime.auth import FIRST_TOKEN_FILE, TOKENS_FILE, Authenticator, TokenStore
 from sdi.runtime.service import cancel_and_wait
+from sdi.runtime.text import is_decimal
 
 __all__ = [
     "DATABASE_FILE",
@@ -127,7 +128,7 @@ def _parse_routes(routes: dict[str, str] | None) -> dict[str, tuple[str, int]]:
     out: dict[str, tuple[str, int]] = {}
     for domain, target in (routes or {}).items():
         host, _, port = str(target).rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not is_decimal(port) or not 0 < int(port) < 65536:
             raise InvalidArgument(f"a route is domain -> host:port, not {domain}={target!r}")
         out[domain.lower()] = (host, int(port))
     return out

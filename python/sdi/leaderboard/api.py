@@ -55,6 +55,7 @@ from urllib.parse import unquote
 from sdi.leaderboard.board import Board, Entry
 from sdi.runtime.auth import Authenticator
 from sdi.runtime.http import HttpServer, Request, Response
+from sdi.runtime.text import is_decimal
 
 __all__ = ["POINTS_MAX", "LeaderboardApi", "LeaderboardHttpServer", "board_key"]
 
@@ -138,7 +139,7 @@ class LeaderboardApi:
                 text = query["limit"][0]
                 if (
                     len(query["limit"]) != 1
-                    or not text.isdigit()
+                    or not is_decimal(text)
                     or not 1 <= int(text) <= LIMIT_MAX
                 ):
                     raise _BadRequestError(f"limit must be an integer from 1 to {LIMIT_MAX}")

@@ -81,6 +81,7 @@ from sdi.mq.topics import (
     check_topic_name,
     write_json_atomic,
 )
+from sdi.runtime.text import is_decimal
 
 __all__ = ["Broker", "BrokerConfig"]
 
@@ -506,7 +507,7 @@ class Broker:
             self._topics[meta.name] = self._open_topic(meta)
         for directory in (self.data_dir / "logs").iterdir():
             topic, _, index = directory.name.rpartition("-")
-            if topic not in names or not index.isdigit():
+            if topic not in names or not is_decimal(index):
                 log.warning("removing %s: it belongs to no topic (a crash mid-create?)", directory)
                 shutil.rmtree(directory, ignore_errors=True)
 

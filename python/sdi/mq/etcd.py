@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sdi import errors
+from sdi.runtime.text import is_decimal
 
 __all__ = ["Etcd", "EtcdError", "EtcdMember"]
 
@@ -470,7 +471,7 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str],
         line = await _read_line(reader, first=True)
         version, _, rest = line.partition(" ")
         code = rest[:3]
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not is_decimal(code):
             raise _HttpError(f"not an HTTP/1.x status line: {line[:200]!r}")
         status = int(code)
         headers: dict[str, str] = {}
@@ -529,7 +530,7 @@ async def _read_body(
         return b"".join(parts), True
     length_text = headers.get("content-length")
     if length_text is not None:
-        if not length_text.isdigit():
+        if not is_decimal(length_text):
             raise _HttpError(f"bad Content-Length {length_text!r}")
         length = int(length_text)
         if length > _BODY_MAX:

@@ -24,6 +24,7 @@ from sdi.errors import InvalidArgument
 from sdi.mq.broker import Broker, BrokerConfig
 from sdi.mq.topics import TopicConfig
 from sdi.runtime import Endpoint, Service, ServiceConfig
+from sdi.runtime.text import is_decimal
 
 __all__ = ["MqService", "service"]
 
@@ -91,7 +92,7 @@ def parse_peers(text: str) -> dict[int, tuple[str, int]]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         node, at, address = item.partition("@")
         host, colon, port = address.rpartition(":")
-        if not (at and colon and node.isdigit() and port.isdigit() and host):
+        if not (at and colon and is_decimal(node) and is_decimal(port) and host):
             raise InvalidArgument(
                 f"--peers item {item!r} is not id@host:port (for example 0@127.0.0.1:9092)"
             )

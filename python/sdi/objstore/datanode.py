@@ -55,6 +55,7 @@ from types import TracebackType
 from sdi.errors import Closed, Corrupt, InvalidArgument
 from sdi.objstore.ec import checksum as crc32c
 from sdi.runtime.files import fsync_directory
+from sdi.runtime.text import is_decimal
 
 __all__ = ["CompactionReport", "DataNode", "FileInfo", "ObjectInfo"]
 
@@ -160,7 +161,7 @@ class DataNode:
             db.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
         known = {row[0] for row in db.execute("SELECT file_id FROM files")}
         for entry in (self.path / "data").glob("*.dat"):
-            if entry.stem.isdigit() and int(entry.stem) not in known:
+            if is_decimal(entry.stem) and int(entry.stem) not in known:
                 entry.unlink()  # made for a file whose row never committed
         row = db.execute("SELECT file_id FROM files WHERE state = 'active'").fetchone()
         if row is None:

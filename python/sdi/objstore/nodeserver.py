@@ -108,6 +108,7 @@ from sdi.runtime.service import (
     run,
     run_services,
 )
+from sdi.runtime.text import is_decimal
 
 __all__ = [
     "OBJECT_BYTES_MAX",
@@ -424,7 +425,7 @@ class NodeServer(Service):
     def _list(self, query: str) -> Response:
         params = _parse_query(query, {"prefix", "after", "limit"})
         limit_text = params.get("limit", str(LIST_LIMIT_DEFAULT))
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= LIST_LIMIT_MAX:
+        if not is_decimal(limit_text) or not 1 <= int(limit_text) <= LIST_LIMIT_MAX:
             raise _RefusalError(
                 400, "InvalidArgument", f"limit is 1 to {LIST_LIMIT_MAX}, not {limit_text[:20]!r}"
             )

@@ -76,6 +76,7 @@ from typing import Literal
 
 from sdi.errors import Closed, InvalidArgument
 from sdi.objstore.nodes import NodeClient, NodeUnavailable
+from sdi.runtime.text import is_decimal
 
 __all__ = [
     "ClusterMap",
@@ -189,7 +190,7 @@ def shard_id(data_id: str, index: int) -> str:
 def parse_shard_id(object_id: str) -> tuple[str, int] | None:
     """``(data id, index)`` of a node object id made by :func:`shard_id`, else None."""
     data_id, sep, index = object_id.rpartition("#")
-    if not sep or not data_id or not index.isdigit() or str(int(index)) != index:
+    if not sep or not data_id or not is_decimal(index) or str(int(index)) != index:
         return None
     return data_id, int(index)
 

@@ -63,6 +63,7 @@ from sdi.objstore.metadata import (
 )
 from sdi.objstore.nodes import NodeUnavailable
 from sdi.objstore.sigv4 import SigV4Error, Verifier, check_payload
+from sdi.runtime.text import is_decimal
 
 __all__ = ["GarbageReport", "S3Api", "S3Request", "S3Response"]
 
@@ -856,7 +857,7 @@ class S3Api:
     ) -> S3Response:
         upload_id = query.get("uploadId", "")
         number_text = query.get("partNumber", "")
-        if not number_text.isdigit() or not 1 <= int(number_text) <= PART_NUMBER_MAX:
+        if not is_decimal(number_text) or not 1 <= int(number_text) <= PART_NUMBER_MAX:
             raise S3Error(
                 "InvalidArgument",
                 f"Part number must be an integer between 1 and {PART_NUMBER_MAX}, inclusive",
@@ -900,7 +901,7 @@ class S3Api:
                 continue
             fields = {_local(part.tag): (part.text or "").strip() for part in child}
             number, etag = fields.get("PartNumber", ""), fields.get("ETag")
-            if not number.isdigit() or etag is None:
+            if not is_decimal(number) or etag is None:
                 raise _malformed("each Part holds a PartNumber and an ETag")
             chosen.append((int(number), etag))
         target = self.meta.bucket(bucket)
@@ -920,7 +921,7 @@ class S3Api:
 
     def _list_parts(self, bucket: str, key: str, query: dict[str, str], owner: str) -> S3Response:
         marker_text = query.get("part-number-marker", "0") or "0"
-        if not marker_text.isdigit():
+        if not is_decimal(marker_text):
             raise S3Error("InvalidArgument", "part-number-marker must be an integer", 400)
         max_parts = _max_keys(query, "max-parts")
         upload, parts, truncated = self.meta.list_parts(
@@ -1049,7 +1050,7 @@ def _encoder(query: Mapping[str, str]) -> Callable[[str], str]:
 
 def _max_keys(query: Mapping[str, str], name: str) -> int:
     text = query.get(name, "1000")
-    if not text.isdigit():
+    if not is_decimal(text):
         raise S3Error("InvalidArgument", f"{name} must be a non-negative integer", 400)
     return min(int(text), 1000)
 
@@ -1177,7 +1178,7 @@ def _preconditions(record: ObjectRecord, headers: Mapping[str, str], prefix: str
 def _part_range(record: ObjectRecord, text: str) -> tuple[int, int] | None:
     """The byte range of part ``text`` of a multipart object (part 1 of a plain one)."""
     count = max(1, len(record.parts))
-    if not text.isdigit() or not 1 <= int(text) <= PART_NUMBER_MAX:
+    if not is_decimal(text) or not 1 <= int(text) <= PART_NUMBER_MAX:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000", 400)
     number = int(text)
     if number > count:
@@ -1196,7 +1197,7 @@ def _copy_range(value: str | None, size: int) -> tuple[int, int]:
             return 0, -1
         return 0, size - 1
     first, dash, last = value.removeprefix("bytes=").partition("-")
-    if not value.startswith("bytes=") or not dash or not first.isdigit() or not last.isdigit():
+    if not value.startswith("bytes=") or not dash or not is_decimal(first) or not is_decimal(last):
         raise S3Error(
             "InvalidArgument",
             "The x-amz-copy-source-range value must be of the form bytes=first-last where"
@@ -1223,16 +1224,16 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if not value or not value.startswith("bytes=") or "," in value:
         return None
     first, dash, last = value[len("bytes=") :].strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()):
+    if not dash or not (is_decimal(first) or is_decimal(last)):
         return None
-    if first and last and not (first.isdigit() and last.isdigit()):
+    if first and last and not (is_decimal(first) and is_decimal(last)):
         return None
     if not first:  # the last N bytes
         suffix = int(last)
         if suffix == 0 or size == 0:
             raise _invalid_range(size)
         return max(0, size - suffix), size - 1
-    if not first.isdigit() or (last and not last.isdigit()):
+    if not is_decimal(first) or (last and not is_decimal(last)):
         return None
     start = int(first)
     if last and int(last) < start:

@@ -38,6 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote
 
+from sdi.runtime.text import is_decimal
+
 __all__ = [
     "ALGORITHM",
     "UNSIGNED_PAYLOAD",
@@ -190,7 +192,7 @@ class Verifier:
         access_key = params.get("AWSAccessKeyId", "")
         expires_text = params.get("Expires", "")
         signature = params.get("Signature", "")
-        if not expires_text.isdigit():
+        if not is_decimal(expires_text):
             raise SigV4Error(
                 "AuthorizationQueryParametersError",
                 "a SigV2 presigned URL needs Expires as seconds since the epoch",
@@ -344,7 +346,7 @@ class Verifier:
         amz_date = params["X-Amz-Date"]
         when = _parse_time(amz_date)
         expires_text = params["X-Amz-Expires"]
-        if not expires_text.isdigit() or not 1 <= int(expires_text) <= PRESIGNED_EXPIRES_MAX:
+        if not is_decimal(expires_text) or not 1 <= int(expires_text) <= PRESIGNED_EXPIRES_MAX:
             raise SigV4Error(
                 "AuthorizationQueryParametersError",
                 f"X-Amz-Expires must be a number of seconds from 1 to {PRESIGNED_EXPIRES_MAX}",

@@ -83,6 +83,7 @@ from sdi.proximity.store import (
 )
 from sdi.runtime.auth import Authenticator
 from sdi.runtime.http import HttpServer, Request, Response
+from sdi.runtime.text import is_decimal
 
 __all__ = [
     "ALLOWED_RADII_M",
@@ -487,7 +488,7 @@ class ProximityApi:
         page_size = PAGE_SIZE_DEFAULT
         size_text = _single(query, "page_size")
         if size_text is not None:
-            if not size_text.isdigit():
+            if not is_decimal(size_text):
                 raise InvalidArgument(
                     f"page_size must be an integer from 1 to {PAGE_SIZE_MAX},"
                     f" not {size_text[:40]!r}"

@@ -53,6 +53,7 @@ import numpy.typing as npt
 
 from sdi.errors import InvalidArgument, SdiError
 from sdi.proximity.index import check_point
+from sdi.runtime.text import is_decimal
 
 if TYPE_CHECKING:
     import psycopg
@@ -205,7 +206,7 @@ class Change:
 def check_business_id(value: object) -> int:
     """A business id: an integer from 1 to 2**63 - 1 (a decimal string is accepted)."""
     if isinstance(value, str):
-        if not value.isdigit() or len(value) > 19:
+        if not is_decimal(value) or len(value) > 19:
             raise InvalidArgument(f"a business id is a positive integer, not {value[:40]!r}")
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ID_MAX:

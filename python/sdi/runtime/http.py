@@ -35,6 +35,7 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 from sdi.runtime.service import close_connections
+from sdi.runtime.text import is_decimal
 
 __all__ = ["ErrorFactory", "HttpServer", "Request", "Response", "json_error"]
 
@@ -202,7 +203,7 @@ class HttpServer:
             raise _BadRequestError(501, "NotImplemented", f"transfer-encoding {encoding!r}")
         chunked = encoding == "chunked"
         length_text = headers.get("content-length", "0") or "0"
-        if not length_text.isdigit():
+        if not is_decimal(length_text):
             raise _BadRequestError(400, "InvalidArgument", "bad Content-Length")
         length = int(length_text)
         if length > self._body_bytes_max:

@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
+from sdi.runtime.text import is_decimal
+
 __all__ = [
     "PostgresServer",
     "RedisServer",
@@ -293,7 +295,7 @@ def postgres_bindir() -> Path | None:
 
     def version(path: Path) -> tuple[int, ...]:
         name = path.parent.parent.name
-        return tuple(int(part) for part in name.split(".") if part.isdigit())
+        return tuple(int(part) for part in name.split(".") if is_decimal(part))
 
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=version)
     if found:
