@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from sdi.email.testing import Mail, Sink, start_mail
+from sdi.testing.email import Mail, Sink, start_mail
 from sdi.testing.servers import free_port
 
 

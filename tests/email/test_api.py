@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 import urllib.parse
 
-from sdi.email.testing import ANN, BOB, Mail, wait_for
+from sdi.testing.email import ANN, BOB, Mail, wait_for
 from sdi.testing.running import request
 
 

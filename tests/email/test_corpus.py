@@ -7,7 +7,7 @@ import re
 import smtplib
 from pathlib import Path
 
-from sdi.email.testing import ANN, Mail
+from sdi.testing.email import ANN, Mail
 from sdi.testing.servers import missing
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sdi.email.service import create_token, create_user
-from sdi.email.testing import ANN, wait_for
+from sdi.testing.email import ANN, wait_for
 from sdi.testing.running import request
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ from sdi.email.lsmindex import NAMES_FILE, STATE_FILE, LsmSearchIndex
 from sdi.email.search import ScanIndex
 from sdi.email.service import SEARCH_DIR
 from sdi.email.store import MailStore, NewMessage
-from sdi.email.testing import ANN, start_mail
 from sdi.errors import Closed, InvalidArgument
+from sdi.testing.email import ANN, start_mail
 
 WORDS = ["alpha", "alphabet", "beta", "gamma", "delta", "émile", "straße", "x1", "zeta", "zz"]
 ADDRESSES = ["olga@far.example", "piet@near.example", "ann@sdi.local", "émile@x.org"]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sdi.email.outgoing import RetryPolicy
-from sdi.email.testing import ANN, Sink, start_mail, wait_for
+from sdi.testing.email import ANN, Sink, start_mail, wait_for
 
 
 def test_retry_after_4xx_then_delivered_and_5xx_bounces(

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from sdi.email.testing import ANN, BOB, Mail
+from sdi.testing.email import ANN, BOB, Mail
 
 
 def test_two_sessions_of_one_user_both_get_new_mail(mail_on_each_loop: Mail) -> None:

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from sdi.email.query import And, Phrase, Term, parse, tokenize
 from sdi.email.search import ScanIndex
-from sdi.email.testing import ANN, start_mail
 from sdi.errors import InvalidArgument
+from sdi.testing.email import ANN, start_mail
 
 VOCABULARY = ["alpha", "beta", "gamma", "delta", "émile", "straße", "zeta", "x1", "alphabet"]
 SENDERS = ["Olga <olga@far.example>", "Piet <piet@near.example>", "Quinn <quinn@far.example>"]

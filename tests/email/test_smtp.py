@@ -12,8 +12,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from sdi.email.testing import ANN, BOB, Mail, start_mail, wait_for
 from sdi.testing import servers
+from sdi.testing.email import ANN, BOB, Mail, start_mail, wait_for
 
 
 def _message(subject: str, to: str = ANN, body: str = "hello") -> bytes:

@@ -25,14 +25,14 @@ from sdi.proximity.index import EARTH_RADIUS_M
 from sdi.proximity.lbs import ALLOWED_RADII_M
 from sdi.proximity.service import DATABASE_FILE, ProximityService
 from sdi.proximity.store import Business, BusinessStore
-from sdi.testing.running import TEST_TOKEN, RunningProximity
+from sdi.testing.running import TEST_TOKEN, RunningService
 from sdi.testing.servers import RedisServer
 
 CENTRES = [(48.8566, 2.3522), (0.0, 179.995), (-33.87, 151.21)]
 CATEGORIES = ["cafe", "museum", "shop"]
 
 
-class Running(RunningProximity):
+class Running(RunningService):
     """The service with a search client."""
 
     def search(self, **params: object) -> tuple[int, Any]:

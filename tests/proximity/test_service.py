@@ -18,13 +18,13 @@ from sdi.errors import InvalidArgument
 from sdi.proximity.service import ProximityService, service
 from sdi.testing import servers
 from sdi.testing.broker import ServiceProcess
-from sdi.testing.running import TEST_TOKEN, RunningProximity, request
+from sdi.testing.running import TEST_TOKEN, RunningService, request
 from sdi.testing.servers import PostgresServer
 
 PARIS = 2988507  # its GeoNames id
 
 
-Running = RunningProximity
+Running = RunningService
 
 
 def nearby(port: int, lat: float, lon: float, radius: int, **extra: object) -> dict[str, Any]:

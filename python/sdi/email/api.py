@@ -61,10 +61,10 @@ from sdi.email.search import SearchIndex
 from sdi.email.store import MailStore, check_address
 from sdi.errors import InvalidArgument
 from sdi.runtime.auth import Authenticator
-from sdi.runtime.http import HttpServer, Request, Response
+from sdi.runtime.http import Request, Response
 from sdi.runtime.text import is_decimal
 
-__all__ = ["BODY_BYTES_MAX", "EmailApi", "EmailHttpServer"]
+__all__ = ["BODY_BYTES_MAX", "EmailApi"]
 
 BODY_BYTES_MAX = 8 * 1024 * 1024
 PAGE_DEFAULT = 50
@@ -361,17 +361,3 @@ class EmailApi:
         if self.on_sent is not None:
             self.on_sent()
         return {"id": stored.id, "message_id": message["Message-ID"], "outgoing": outgoing}
-
-
-class EmailHttpServer:
-    """:class:`EmailApi` on the runtime's HTTP/1.1 server."""
-
-    def __init__(self, api: EmailApi) -> None:
-        self.api = api
-        self._http = HttpServer(api.handle, body_bytes_max=BODY_BYTES_MAX)
-
-    async def start(self, host: str, port: int) -> int:
-        return await self._http.start(host, port)
-
-    async def stop(self) -> None:
-        await self._http.stop()

@@ -50,7 +50,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from sdi.email.api import EmailApi, EmailHttpServer
+from sdi.email.api import BODY_BYTES_MAX, EmailApi
 from sdi.email.blobs import BlobStore
 from sdi.email.lsmindex import LsmSearchIndex
 from sdi.email.outgoing import OutgoingWorkers, RetryPolicy
@@ -62,6 +62,7 @@ from sdi.email.store import IncomingEntry, MailStore, check_address
 from sdi.errors import InvalidArgument
 from sdi.runtime import Endpoint, Service, ServiceConfig
 from sdi.runtime.auth import FIRST_TOKEN_FILE, TOKENS_FILE, Authenticator, TokenStore
+from sdi.runtime.http import HttpServer
 from sdi.runtime.service import cancel_and_wait
 from sdi.runtime.text import is_decimal
 
@@ -194,7 +195,7 @@ class EmailService(Service):
         self.hub: PushHub | None = None
         self.ports: dict[str, int] = {}
         self.token_file: Path | None = None
-        self._servers: list[SmtpServer | EmailHttpServer] = []
+        self._servers: list[SmtpServer | HttpServer] = []
         self._dispatcher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -273,7 +274,7 @@ class EmailService(Service):
                 bounce_from=f"mailer-daemon@{self.hostname}",
             )  # fmt: skip
             api = EmailApi(store, blobs, self.index, auth, self.domains, on_sent=self.wake)
-            http = EmailHttpServer(api)
+            http = HttpServer(api.handle, body_bytes_max=BODY_BYTES_MAX)
             self._servers.append(http)
             port = await http.start(config.host, config.port)
             self.ports["http"] = port

@@ -54,10 +54,10 @@ from urllib.parse import unquote
 
 from sdi.leaderboard.board import Board, Entry
 from sdi.runtime.auth import Authenticator
-from sdi.runtime.http import HttpServer, Request, Response
+from sdi.runtime.http import Request, Response
 from sdi.runtime.text import is_decimal
 
-__all__ = ["POINTS_MAX", "LeaderboardApi", "LeaderboardHttpServer", "board_key"]
+__all__ = ["POINTS_MAX", "LeaderboardApi", "board_key"]
 
 #: The most points one POST may add.
 POINTS_MAX = 1_000_000
@@ -206,11 +206,3 @@ class LeaderboardApi:
         month = self.month(request.query)
         score = await self.board.add(board_key(month), user_id, float(points))
         return Response.json({"user_id": user_id, "score": score, "month": month})
-
-
-class LeaderboardHttpServer(HttpServer):
-    """The API on sdi's HTTP server."""
-
-    def __init__(self, api: LeaderboardApi) -> None:
-        super().__init__(api.handle)
-        self.api = api

@@ -51,12 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from sdi.errors import InvalidArgument
-from sdi.leaderboard.api import LeaderboardApi, LeaderboardHttpServer, board_key
+from sdi.leaderboard.api import LeaderboardApi, board_key
 from sdi.leaderboard.board import Board, HashShards, LocalBoard, ScoreRangeShards
 from sdi.leaderboard.persistence import FSYNC_POLICIES
 from sdi.leaderboard.server import LeaderboardServer
 from sdi.runtime import Endpoint, Service, ServiceConfig
 from sdi.runtime.auth import Authenticator, service_authenticator
+from sdi.runtime.http import HttpServer
 
 __all__ = ["LeaderboardService", "service"]
 
@@ -125,7 +126,7 @@ class LeaderboardService(Service):
         self.store: LeaderboardServer | None = None
         self.board: Board | None = None
         self.auth: Authenticator | None = None
-        self.http: LeaderboardHttpServer | None = None
+        self.http: HttpServer | None = None
         self.token_file: Path | None = None
 
     def _remote_board(self) -> Board:
@@ -174,7 +175,7 @@ class LeaderboardService(Service):
                     )
                 )
             api = LeaderboardApi(self.board, auth=self.auth, unavailable=unavailable)
-            self.http = LeaderboardHttpServer(api)
+            self.http = HttpServer(api.handle)
             port = await self.http.start(config.host, config.port)
         except BaseException:
             await self.stop()

@@ -82,14 +82,13 @@ from sdi.proximity.store import (
     parse_business,
 )
 from sdi.runtime.auth import Authenticator
-from sdi.runtime.http import HttpServer, Request, Response
+from sdi.runtime.http import Request, Response
 from sdi.runtime.text import is_decimal
 
 __all__ = [
     "ALLOWED_RADII_M",
     "PAGE_SIZE_DEFAULT",
     "PAGE_SIZE_MAX",
-    "LbsServer",
     "PageTokens",
     "ProximityApi",
 ]
@@ -514,18 +513,3 @@ def _body(request: Request) -> object:
         return json.loads(request.body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidArgument(f"the body must be a JSON object: {error}") from None
-
-
-class LbsServer:
-    """:class:`ProximityApi` on the runtime's HTTP/1.1 server."""
-
-    def __init__(self, api: ProximityApi) -> None:
-        self.api = api
-        self._http = HttpServer(api.handle, body_bytes_max=BODY_BYTES_MAX)
-
-    async def start(self, host: str, port: int) -> int:
-        return await self._http.start(host, port)
-
-    async def stop(self) -> None:
-        """Stops listening and lets requests in progress finish."""
-        await self._http.stop()

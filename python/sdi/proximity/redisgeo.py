@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -51,6 +50,7 @@ import numpy.typing as npt
 
 from sdi.errors import InvalidArgument
 from sdi.resp import SimpleString
+from sdi.runtime.glob import glob_match
 from sdi.runtime.respserver import (
     OK,
     SYNTAX_ERROR,
@@ -1025,8 +1025,7 @@ class _GeoCommands:
         pattern = argv[1]
         if pattern == b"*":
             return list(self.keyspace.keys)
-        matcher = _glob(pattern)
-        return [key for key in self.keyspace.keys if matcher.fullmatch(key)]
+        return [key for key in self.keyspace.keys if glob_match(pattern, key)]
 
     def dbsize(self, client: Client, argv: list[bytes]) -> Reply:
         return len(self.keyspace.keys)
@@ -1036,50 +1035,6 @@ class _GeoCommands:
             raise RespError(SYNTAX_ERROR)
         self.keyspace.keys.clear()
         return OK
-
-
-def _glob(pattern: bytes) -> re.Pattern[bytes]:
-    """Redis's glob (``*``, ``?``, ``[a-z]``, ``[^a]``, ``\\x``) as a regular expression."""
-    out = bytearray()
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i : i + 1]
-        if c == b"*":
-            out += b".*"
-        elif c == b"?":
-            out += b"."
-        elif c == b"\\" and i + 1 < n:
-            i += 1
-            out += re.escape(pattern[i : i + 1])
-        elif c == b"[":
-            i += 1
-            negate = i < n and pattern[i : i + 1] == b"^"
-            if negate:
-                i += 1
-            parts: list[bytes] = []
-            while i < n and pattern[i : i + 1] != b"]":
-                if pattern[i : i + 1] == b"\\" and i + 1 < n:
-                    i += 1
-                    parts.append(re.escape(pattern[i : i + 1]))
-                elif (
-                    i + 2 < n and pattern[i + 1 : i + 2] == b"-" and pattern[i + 2 : i + 3] != b"]"
-                ):
-                    low, high = sorted((pattern[i], pattern[i + 2]))
-                    parts.append(re.escape(bytes([low])) + b"-" + re.escape(bytes([high])))
-                    i += 2
-                else:
-                    parts.append(re.escape(pattern[i : i + 1]))
-                i += 1
-            body = b"".join(parts)
-            if not body:
-                out += b"[^\\s\\S]" if not negate else b"[\\s\\S]"
-            else:
-                out += b"[" + (b"^" if negate else b"") + body + b"]"
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(bytes(out), re.DOTALL)
 
 
 def geo_commands(keyspace: GeoKeyspace) -> dict[str, Command]:

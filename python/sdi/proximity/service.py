@@ -71,11 +71,12 @@ from typing import TYPE_CHECKING, Any
 from sdi.errors import InvalidArgument
 from sdi.proximity.cache import ProximityCache
 from sdi.proximity.index import QuadtreeIndex
-from sdi.proximity.lbs import LbsServer, ProximityApi
+from sdi.proximity.lbs import BODY_BYTES_MAX, ProximityApi
 from sdi.proximity.places import POPULATION_THRESHOLDS, load_places
 from sdi.proximity.store import POSTGRES_URL_SCHEMES, BusinessStore, Change
 from sdi.runtime import Endpoint, Service, ServiceConfig
 from sdi.runtime.auth import Authenticator, service_authenticator
+from sdi.runtime.http import HttpServer
 from sdi.runtime.service import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class ProximityService(Service):
         #: Where the first start wrote its admin token (None with ``api_token``).
         self.token_file: Path | None = None
         self.api: ProximityApi | None = None
-        self.server: LbsServer | None = None
+        self.server: HttpServer | None = None
         self.port = 0
         self._follower: asyncio.Task[None] | None = None
         self.resp: RespServer | None = None
@@ -217,7 +218,7 @@ class ProximityService(Service):
         root = Path(config.data_dir)
         await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
         api = await asyncio.to_thread(self._open, root)
-        server = LbsServer(api)
+        server = HttpServer(api.handle, body_bytes_max=BODY_BYTES_MAX)
         try:
             self.port = await server.start(config.host, config.port)
         except BaseException:

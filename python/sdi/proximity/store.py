@@ -36,6 +36,7 @@ on SQLite, ``COPY`` on PostgreSQL) and merge it with two statements.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import math
@@ -297,18 +298,20 @@ def _business_row(business: Business, now_ms: int) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-class _Conn:
+class _Conn(abc.ABC):
     """A connection as the store's SQL sees it: ``?`` placeholders everywhere."""
 
+    @abc.abstractmethod
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """Runs a statement; the rows it returns."""
 
+    @abc.abstractmethod
     def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        raise NotImplementedError
+        """Runs a statement; the rows it changed."""
 
+    @abc.abstractmethod
     def stage(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Fills the ``staging`` table (created empty by the caller) with ``rows``."""
-        raise NotImplementedError
 
     def row(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
         found = self.rows(sql, params)
@@ -349,18 +352,21 @@ class _PostgresConn(_Conn):
                 copy.write_row(row)
 
 
-class _Backend:
+class _Backend(abc.ABC):
     dialect = ""
     types: dict[str, str]
 
+    @abc.abstractmethod
     def read(self, fn: Callable[[_Conn], _T]) -> _T:
-        raise NotImplementedError
+        """Runs ``fn`` on a connection for reading; its result."""
 
+    @abc.abstractmethod
     def write(self, fn: Callable[[_Conn], _T]) -> _T:
-        raise NotImplementedError
+        """Runs ``fn`` in a write transaction; its result."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Closes the connections."""
 
 
 class _SQLiteBackend(_Backend):

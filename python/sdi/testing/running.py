@@ -17,7 +17,7 @@ from typing import Any
 
 from sdi.runtime import Service, ServiceConfig
 
-__all__ = ["TEST_TOKEN", "RunningProximity", "RunningService", "request"]
+__all__ = ["TEST_TOKEN", "RunningService", "request"]
 
 #: The API token tests configure (``ProximityService(api_token=TEST_TOKEN)``).
 TEST_TOKEN = "sdi_test-token-for-the-proximity-tests"
@@ -88,7 +88,3 @@ class RunningService:
         token: str | None = TEST_TOKEN,
     ) -> tuple[int, Any]:
         return request(self.port, method, path, body, raw=raw, token=token)
-
-
-#: The proximity tests' name for it.
-RunningProximity = RunningService
