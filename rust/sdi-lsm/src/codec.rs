@@ -142,6 +142,16 @@ pub(crate) fn decode_docs(value: &[u8], out: &mut Vec<u64>) -> Option<()> {
     (at == section.len()).then_some(())
 }
 
+/// The first (highest) doc id of an encoded posting list; `None` if it is
+/// malformed or empty.
+pub(crate) fn first_doc(value: &[u8]) -> Option<u64> {
+    let (count, docs, _) = sections(value)?;
+    if count == 0 {
+        return None;
+    }
+    get_varint(docs, &mut 0)
+}
+
 /// Decodes a whole posting list, positions included, appending to `out`
 /// (whose docs must all be above this list's).
 pub(crate) fn decode_full(value: &[u8], out: &mut PostingList) -> Option<()> {
@@ -170,6 +180,61 @@ pub(crate) fn decode_full(value: &[u8], out: &mut PostingList) -> Option<()> {
         out.pos_ends.push(out.positions.len() as u32);
     }
     (pos == value.len()).then_some(())
+}
+
+/// The parts of an encoded posting list: (count, doc id section, position
+/// section). `None` if the header is malformed.
+fn sections(value: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let mut pos = 0;
+    let count = get_varint(value, &mut pos)?;
+    let doc_bytes = usize::try_from(get_varint(value, &mut pos)?).ok()?;
+    let end = pos.checked_add(doc_bytes)?;
+    Some((count, value.get(pos..end)?, value.get(end..)?))
+}
+
+/// Encodes the concatenation of encoded posting lists `(value, first doc,
+/// last doc)` whose docs descend across them (the last doc of each above the
+/// first of the next), as [`encode_postings`] would encode the whole, but
+/// copying each list's deltas and positions as they are: only the first doc
+/// id of each later list is re-encoded, as a delta from the list before.
+/// This is a merge of runs written in arrival order, without decoding them.
+/// `None` if a list is malformed or the lists are out of order.
+pub(crate) fn concat_postings(out: &mut Vec<u8>, lists: &[(&[u8], u64, u64)]) -> Option<()> {
+    let mut count = 0u64;
+    let mut doc_bytes = 0usize;
+    let mut parts = Vec::with_capacity(lists.len());
+    let mut previous_last: Option<u64> = None;
+    let mut head = Vec::new();
+    for &(value, first, last) in lists {
+        let (n, docs, positions) = sections(value)?;
+        if n == 0 || first < last {
+            return None;
+        }
+        let mut at = 0;
+        if get_varint(docs, &mut at)? != first {
+            return None;
+        }
+        let start = head.len();
+        match previous_last {
+            None => put_varint(&mut head, first),
+            Some(previous) if previous > first => put_varint(&mut head, previous - first),
+            Some(_) => return None,
+        }
+        count += n;
+        doc_bytes += head.len() - start + docs.len() - at;
+        parts.push((start..head.len(), &docs[at..], positions));
+        previous_last = Some(last);
+    }
+    put_varint(out, count);
+    put_varint(out, doc_bytes as u64);
+    for (range, deltas, _) in &parts {
+        out.extend_from_slice(&head[range.clone()]);
+        out.extend_from_slice(deltas);
+    }
+    for (_, _, positions) in &parts {
+        out.extend_from_slice(positions);
+    }
+    Some(())
 }
 
 /// Merges two posting lists with disjoint doc ids into one.
@@ -387,6 +452,73 @@ mod tests {
         assert_eq!(full.positions_of(2), &[1, 2]);
         assert!(decode_docs(&buf[..buf.len() - 1], &mut Vec::new()).is_some());
         assert!(decode_full(&buf[..buf.len() - 1], &mut PostingList::default()).is_none());
+    }
+
+    #[test]
+    fn concatenation_equals_encoding_the_whole() {
+        let mut state = 7u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        for _ in 0..2000 {
+            // Lists of descending docs, each list below the one before.
+            let lists = 1 + next(4) as usize;
+            let mut doc = 1 + next(1 << 40);
+            let mut all: Vec<(u64, Vec<u32>)> = Vec::new();
+            let mut encoded = Vec::new();
+            for _ in 0..lists {
+                let mut list = Vec::new();
+                for _ in 0..1 + next(5) {
+                    let positions: Vec<u32> = {
+                        let mut p = 0u32;
+                        (0..1 + next(3))
+                            .map(|_| {
+                                p += next(300) as u32;
+                                p
+                            })
+                            .collect()
+                    };
+                    list.push((doc + 1000, positions));
+                    let gap = if next(2) == 0 { 3 } else { 1 << 20 };
+                    doc -= doc.min(1 + next(gap));
+                    if doc == 0 {
+                        break;
+                    }
+                }
+                let mut value = Vec::new();
+                encode_postings(
+                    &mut value,
+                    list.iter().map(|(d, p)| (*d, p.as_slice())),
+                    list.len(),
+                );
+                encoded.push((value, list[0].0, list[list.len() - 1].0));
+                all.extend(list);
+                if doc == 0 {
+                    break;
+                }
+            }
+            let mut want = Vec::new();
+            encode_postings(
+                &mut want,
+                all.iter().map(|(d, p)| (*d, p.as_slice())),
+                all.len(),
+            );
+            let refs: Vec<(&[u8], u64, u64)> = encoded
+                .iter()
+                .map(|(v, f, l)| (v.as_slice(), *f, *l))
+                .collect();
+            let mut got = Vec::new();
+            concat_postings(&mut got, &refs).unwrap();
+            assert_eq!(got, want);
+            if refs.len() > 1 {
+                let mut swapped = refs.clone();
+                swapped.swap(0, 1);
+                assert!(concat_postings(&mut Vec::new(), &swapped).is_none());
+            }
+        }
     }
 
     #[test]

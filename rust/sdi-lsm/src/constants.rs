@@ -58,7 +58,12 @@ pub const QUERY_DEPTH_MAX: usize = 32;
 pub const PHRASE_TERMS_MAX: usize = 32;
 /// Magic bytes at the start of a run's footer.
 pub const RUN_MAGIC: &[u8; 8] = b"SDILSMR1";
-/// Version of the run format.
-pub const RUN_VERSION: u32 = 1;
+/// Version of the run format written: 2 has the blocked bloom filter.
+/// Version 1 runs (a bloom filter over the whole run) are still read, and
+/// merges rewrite them as version 2.
+pub const RUN_VERSION: u32 = 2;
+/// Bytes of one block of a version 2 bloom filter: one cache line, which
+/// holds all of a key's probes.
+pub const BLOOM_BLOCK_BYTES: usize = 64;
 /// Bytes of a run's footer (see the crate docs for its layout).
 pub const RUN_FOOTER_BYTES: usize = 8 + 4 + 8 * 8 + 4 * 3 + 4;

@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::codec::{
-    decode_docs, decode_full, difference, encode_postings, intersect, merge_postings, union_many,
-    PostingList,
+    concat_postings, decode_docs, decode_full, difference, encode_postings, first_doc, intersect,
+    merge_postings, union_many, PostingList,
 };
 use crate::constants::{
     BATCH_OPS_MAX, MEMTABLE_BYTES_DEFAULT, MEMTABLE_BYTES_MAX, MEMTABLE_BYTES_MIN,
@@ -153,12 +153,20 @@ impl DocTable {
 
 struct State {
     memtable: Memtable,
+    /// The previous memtable while a flush writes it to a run; searches
+    /// read it until the run takes its place.
+    frozen: Option<Arc<Memtable>>,
     /// Oldest first.
     runs: Vec<Arc<Run>>,
     docs: DocTable,
 }
 
 impl State {
+    /// The memtable and, during a flush, the frozen one.
+    fn memtables(&self) -> impl Iterator<Item = &Memtable> {
+        std::iter::once(&self.memtable).chain(self.frozen.as_deref())
+    }
+
     /// Applies one checked op. `prepared` is the tokenized doc of an add.
     fn apply(&mut self, op: &Op, prepared: Option<&Prepared>) {
         match op {
@@ -219,6 +227,32 @@ struct Shared {
     compactions: AtomicU64,
     background: Mutex<Background>,
     wake: Condvar,
+    /// The flush waiting for or being written by the flush thread. Lock
+    /// order: taken alone, or before `background`.
+    flush_slot: Mutex<FlushSlot>,
+    /// Wakes the flush thread and the writers waiting for a flush.
+    flush_changed: Condvar,
+    /// A flushed memtable, emptied, whose allocations the next one reuses.
+    spare: Mutex<Option<Memtable>>,
+}
+
+/// A frozen memtable's flush: the log that holds its writes, and the log
+/// that follows it (the first one a recovery must replay once the run is
+/// written).
+#[derive(Clone)]
+struct FlushJob {
+    wal_path: PathBuf,
+    next_wal_seq: u64,
+}
+
+#[derive(Default)]
+struct FlushSlot {
+    job: Option<FlushJob>,
+    running: bool,
+    /// The job's last try failed; the next writer that needs the slot tries
+    /// again.
+    failed: bool,
+    shutdown: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -231,7 +265,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// docs. All methods take `&self`: searches run concurrently with writes.
 pub struct Index {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    /// The merge thread and the flush thread.
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Shared {
@@ -256,65 +291,109 @@ impl Shared {
         .write(&self.dir)
     }
 
-    /// Writes the memtable to a run and starts a new log. The caller holds
-    /// the writer lock, so the memtable does not change meanwhile.
-    fn flush_locked(&self, writer: &mut Writer) -> Result<()> {
-        let run_id = self.next_run_id.fetch_add(1, Ordering::SeqCst);
-        let path = self.run_path(run_id);
-        {
-            let state = self.read();
-            if state.memtable.is_empty() {
-                return Ok(());
-            }
-            let table = &state.memtable;
-            let mut out = RunWriter::create(&path)?;
-            let mut value = Vec::new();
-            let mut live: Vec<&crate::memtable::Entry> = Vec::new();
-            let dead = &state.docs.dead;
-            for (key, entries) in table.iter_sorted() {
-                let user = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
-                live.clear();
-                live.extend(
-                    entries
-                        .iter()
-                        .rev()
-                        .filter(|e| dead.is_empty() || !dead.contains(&(user, e.doc))),
-                );
-                if live.is_empty() {
-                    continue;
-                }
-                value.clear();
-                encode_postings(
-                    &mut value,
-                    live.iter().map(|e| (e.doc, table.entry_positions(e))),
-                    live.len(),
-                );
-                out.add(key, &value)?;
-            }
-            let mut docs: Vec<DocRecord> = table
-                .docs
-                .iter()
-                .map(|(&(user, doc), &state)| (user, doc, state))
-                .collect();
-            docs.sort_unstable_by_key(|&(user, doc, _)| (user, doc));
-            out.finish(&docs)?;
+    /// Moves the memtable aside for a flush and starts a new log. The
+    /// caller holds the writer lock and has waited for the previous flush.
+    /// `Ok(false)` when the memtable is empty.
+    fn freeze(&self, writer: &mut Writer) -> Result<bool> {
+        if self.read().memtable.is_empty() {
+            return Ok(false);
         }
-        let run = Run::open(&path, run_id)?;
-        let old_wal_path = writer.wal.path.clone();
         let new_wal = WalWriter::open(&self.dir, writer.wal.seq + 1, 0)?;
         sync_dir(&self.dir)?;
+        let fresh = lock(&self.spare).take().unwrap_or_default();
+        {
+            let mut state = self.write();
+            let table = std::mem::replace(&mut state.memtable, fresh);
+            state.frozen = Some(Arc::new(table));
+        }
+        let old = std::mem::replace(&mut writer.wal, new_wal);
+        lock(&self.flush_slot).job = Some(FlushJob {
+            wal_path: old.path.clone(),
+            next_wal_seq: writer.wal.seq,
+        });
+        self.flush_changed.notify_all();
+        Ok(true)
+    }
+
+    /// Runs the pending flush here unless there is none or another thread
+    /// is running it; `Ok(true)` when it ran and succeeded.
+    fn run_flush_job(&self) -> Result<bool> {
+        let job = {
+            let mut slot = lock(&self.flush_slot);
+            match (slot.job.clone(), slot.running) {
+                (Some(job), false) => {
+                    slot.running = true;
+                    job
+                }
+                _ => return Ok(false),
+            }
+        };
+        let result = self.flush_frozen(&job);
+        {
+            let mut slot = lock(&self.flush_slot);
+            slot.running = false;
+            slot.failed = result.is_err();
+            match &result {
+                Ok(()) => slot.job = None,
+                Err(e) => lock(&self.background).error = Some(format!("flush: {e}")),
+            }
+        }
+        self.flush_changed.notify_all();
+        result.map(|()| true)
+    }
+
+    /// Returns once no flush is pending, running a pending one on this
+    /// thread when no other thread is running it.
+    fn wait_flushed(&self) -> Result<()> {
+        loop {
+            {
+                let mut slot = lock(&self.flush_slot);
+                while slot.running {
+                    slot = self
+                        .flush_changed
+                        .wait(slot)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                if slot.job.is_none() {
+                    return Ok(());
+                }
+            }
+            self.run_flush_job()?;
+        }
+    }
+
+    /// Writes the frozen memtable to a run, puts the run in its place and
+    /// drops the log it came from.
+    fn flush_frozen(&self, job: &FlushJob) -> Result<()> {
+        let Some(table) = self.read().frozen.clone() else {
+            return Ok(());
+        };
+        let run_id = self.next_run_id.fetch_add(1, Ordering::SeqCst);
+        let path = self.run_path(run_id);
+        let written = write_run(&path, &table).and_then(|()| Run::open(&path, run_id));
+        let run = match written {
+            Ok(run) => run,
+            Err(e) => {
+                // Unlisted, so a restart would remove it anyway.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         {
             let mut wal_start = lock(&self.manifest);
             let mut runs = self.read().runs.clone();
             runs.push(Arc::new(run));
-            self.write_manifest(new_wal.seq, &runs)?;
-            *wal_start = new_wal.seq;
+            self.write_manifest(job.next_wal_seq, &runs)?;
+            *wal_start = job.next_wal_seq;
             let mut state = self.write();
             state.runs = runs;
-            state.memtable = Memtable::default();
+            state.frozen = None;
         }
-        writer.wal = new_wal;
-        std::fs::remove_file(&old_wal_path).map_err(io_error(&old_wal_path))?;
+        if let Ok(mut table) = Arc::try_unwrap(table) {
+            table.clear();
+            *lock(&self.spare) = Some(table);
+        }
+        std::fs::remove_file(&job.wal_path).map_err(io_error(&job.wal_path))?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.signal();
         Ok(())
@@ -343,11 +422,14 @@ impl Shared {
             // cut may shorten under `SyncPolicy::Never`, and the merged run
             // must not lose the postings of a mail that comes back.
             let memtable = &state.memtable.docs;
+            let frozen = state.frozen.as_ref().map(|table| &table.docs);
             let durable_dead: HashSet<(u32, u64)> = state
                 .docs
                 .dead
                 .iter()
-                .filter(|key| !memtable.contains_key(key))
+                .filter(|key| {
+                    !memtable.contains_key(key) && !frozen.is_some_and(|f| f.contains_key(key))
+                })
                 .copied()
                 .collect();
             (
@@ -401,19 +483,38 @@ impl Shared {
         let mut value = Vec::new();
         let mut docs_buf = Vec::new();
         let mut same = Vec::new();
+        let mut ends: Vec<(&[u8], u64, u64)> = Vec::new();
         while let Some(key) = heads.iter().flatten().map(|(k, _)| *k).min() {
             same.clear();
             same.extend((0..heads.len()).filter(|&i| heads[i].is_some_and(|(k, _)| k == key)));
             let user = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
             let bad = |i: usize| corrupt(&runs[i].path, "malformed posting list");
             let mut copied = false;
-            if same.len() == 1 {
+            if same.len() == 1 && dead.is_empty() {
                 let (_, v) = heads[same[0]].unwrap_or_default();
-                docs_buf.clear();
-                decode_docs(v, &mut docs_buf).ok_or_else(|| bad(same[0]))?;
-                if !docs_buf.iter().any(|&d| dead.contains(&(user, d))) {
-                    out.add(key, v)?;
-                    copied = true;
+                out.add(key, v)?;
+                copied = true;
+            } else {
+                // Runs hold mail in arrival order, so the newest run's docs
+                // are usually all above the older runs': then the lists are
+                // spliced without decoding their positions.
+                ends.clear();
+                let mut alive = true;
+                for &i in same.iter().rev() {
+                    let (_, v) = heads[i].unwrap_or_default();
+                    docs_buf.clear();
+                    decode_docs(v, &mut docs_buf).ok_or_else(|| bad(i))?;
+                    alive &= !docs_buf.iter().any(|&d| dead.contains(&(user, d)));
+                    if let (Some(&first), Some(&last)) = (docs_buf.first(), docs_buf.last()) {
+                        ends.push((v, first, last));
+                    }
+                }
+                if alive && ends.len() == same.len() {
+                    value.clear();
+                    if concat_postings(&mut value, &ends).is_some() {
+                        out.add(key, &value)?;
+                        copied = true;
+                    }
                 }
             }
             if !copied {
@@ -463,6 +564,54 @@ impl Shared {
         }
         Ok(Some(run))
     }
+}
+
+/// Writes a memtable's postings and doc states to a new run at `path`.
+/// Postings of mail deleted while the memtable was current are left out.
+fn write_run(path: &Path, table: &Memtable) -> Result<()> {
+    let mut out = RunWriter::create(path)?;
+    let dead: HashSet<(u32, u64)> = table
+        .docs
+        .iter()
+        .filter(|(_, state)| **state == DocState::Dead)
+        .map(|(&key, _)| key)
+        .collect();
+    let mut value = Vec::new();
+    let mut live: Vec<crate::memtable::Entry> = Vec::new();
+    let mut result = Ok(());
+    table.sorted().for_each(|key, entries| {
+        if result.is_err() {
+            return;
+        }
+        let user = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        live.clear();
+        live.extend(
+            entries
+                .iter()
+                .rev()
+                .filter(|e| dead.is_empty() || !dead.contains(&(user, e.doc)))
+                .copied(),
+        );
+        if live.is_empty() {
+            return;
+        }
+        value.clear();
+        encode_postings(
+            &mut value,
+            live.iter().map(|e| (e.doc, table.entry_positions(e))),
+            live.len(),
+        );
+        result = out.add(key, &value);
+    });
+    result?;
+    let mut docs: Vec<DocRecord> = table
+        .docs
+        .iter()
+        .map(|(&(user, doc), &state)| (user, doc, state))
+        .collect();
+    docs.sort_unstable_by_key(|&(user, doc, _)| (user, doc));
+    out.finish(&docs)?;
+    Ok(())
 }
 
 /// Size-tiered choice: the newest group of at least `width` adjacent runs in
@@ -528,6 +677,30 @@ fn background_loop(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// What a background thread runs.
+type ThreadBody = fn(Arc<Shared>);
+
+/// The flush thread: writes each frozen memtable to a run. A failed flush
+/// waits for the next writer that needs the slot, which tries it again.
+fn flush_loop(shared: Arc<Shared>) {
+    loop {
+        {
+            let mut slot = lock(&shared.flush_slot);
+            while !slot.shutdown && (slot.job.is_none() || slot.running || slot.failed) {
+                slot = shared
+                    .flush_changed
+                    .wait(slot)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if slot.shutdown {
+                return;
+            }
+        }
+        // Errors are recorded in the slot and in `Stats`.
+        let _ = shared.run_flush_job();
     }
 }
 
@@ -637,8 +810,10 @@ impl Searcher<'_> {
         for &f in Self::fields(field) {
             make_key(&mut key, self.user, f, term.as_bytes());
             let mut list = Vec::new();
-            self.state.memtable.docs_of(&key, &mut list);
-            lists.push(list);
+            for table in self.state.memtables() {
+                table.docs_of(&key, &mut list);
+                lists.push(std::mem::take(&mut list));
+            }
             for run in &self.state.runs {
                 if let Some(value) = run.get(&key)? {
                     let mut list = Vec::new();
@@ -659,15 +834,16 @@ impl Searcher<'_> {
             || Error::QueryTooBroad(format!("'{prefix}*' matches over {PREFIX_TERMS_MAX} terms"));
         for &f in Self::fields(field) {
             make_key(&mut key, self.user, f, prefix.as_bytes());
-            let mut terms = 0usize;
-            for (_, entries) in self.state.memtable.range_prefix(&key) {
-                terms += 1;
-                if terms > PREFIX_TERMS_MAX {
-                    return Err(too_broad());
-                }
-                scratch.clear();
-                scratch.extend(entries.iter().rev().map(|e| e.doc));
-                docs.add(&mut scratch);
+            for table in self.state.memtables() {
+                let mut terms = 0usize;
+                table.for_each_prefix(&key, |_, list| {
+                    terms += 1;
+                    if terms > PREFIX_TERMS_MAX {
+                        return Err(too_broad());
+                    }
+                    docs.add(list);
+                    Ok(())
+                })?;
             }
             for run in &self.state.runs {
                 let mut terms = 0usize;
@@ -687,22 +863,46 @@ impl Searcher<'_> {
         Ok(docs.finish())
     }
 
+    /// A key's postings over every source. Sources are read newest first
+    /// (memtables, then runs from the newest); mail arrives in id order, so
+    /// each source's ids are usually all below the ones before it and its
+    /// list is decoded straight onto the end of the result. A source that
+    /// overlaps is merged in afterwards.
     fn postings(&self, key: &[u8]) -> Result<PostingList> {
-        let mut merged = PostingList::default();
-        self.state.memtable.postings_of(key, &mut merged);
-        for run in &self.state.runs {
-            if let Some(value) = run.get(key)? {
-                let mut list = PostingList::default();
-                decode_full(value, &mut list)
-                    .ok_or_else(|| corrupt(&run.path, "malformed posting list"))?;
-                merged = if merged.docs.is_empty() {
-                    list
-                } else {
-                    merge_postings(&merged, &list)
-                };
+        let mut out = PostingList::default();
+        let mut overlapping = Vec::new();
+        for table in self.state.memtables() {
+            let mut list = PostingList::default();
+            table.postings_of(key, &mut list);
+            match (out.docs.last(), list.docs.first()) {
+                (_, None) => {}
+                (None, Some(_)) => out = list,
+                (Some(&last), Some(&first)) if last > first => {
+                    for i in 0..list.docs.len() {
+                        out.push(list.docs[i], list.positions_of(i));
+                    }
+                }
+                _ => overlapping.push(list),
             }
         }
-        Ok(merged)
+        for run in self.state.runs.iter().rev() {
+            let Some(value) = run.get(key)? else {
+                continue;
+            };
+            let bad = || corrupt(&run.path, "malformed posting list");
+            let first = first_doc(value).ok_or_else(bad)?;
+            if out.docs.last().is_none_or(|&last| last > first) {
+                decode_full(value, &mut out).ok_or_else(bad)?;
+            } else {
+                let mut list = PostingList::default();
+                decode_full(value, &mut list).ok_or_else(bad)?;
+                overlapping.push(list);
+            }
+        }
+        for list in overlapping {
+            out = merge_postings(&out, &list);
+        }
+        Ok(out)
     }
 
     fn phrase(&self, field: Option<Field>, terms: &[String]) -> Result<Vec<u64>> {
@@ -877,6 +1077,7 @@ impl Index {
 
         let mut state = State {
             memtable: Memtable::default(),
+            frozen: None,
             runs: Vec::new(),
             docs: DocTable::default(),
         };
@@ -917,20 +1118,32 @@ impl Index {
                 ..Background::default()
             }),
             wake: Condvar::new(),
+            flush_slot: Mutex::new(FlushSlot::default()),
+            flush_changed: Condvar::new(),
+            spare: Mutex::new(None),
             options,
         });
-        let thread = if shared.options.background_compaction {
-            let shared = Arc::clone(&shared);
-            Some(
-                std::thread::Builder::new()
-                    .name("sdi-lsm-merge".into())
-                    .spawn(move || background_loop(shared))
-                    .map_err(io_error(&PathBuf::from("<thread>")))?,
-            )
-        } else {
-            None
+        let mut index = Index {
+            shared,
+            threads: Vec::new(),
         };
-        Ok(Index { shared, thread })
+        if index.shared.options.background_compaction {
+            let loops: [(&str, ThreadBody); 2] = [
+                ("sdi-lsm-merge", background_loop),
+                ("sdi-lsm-flush", flush_loop),
+            ];
+            for (name, body) in loops {
+                let shared = Arc::clone(&index.shared);
+                let thread = std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || body(shared))
+                    .map_err(io_error(&PathBuf::from("<thread>")))?;
+                // On an error above, dropping `index` stops the threads
+                // already started.
+                index.threads.push(thread);
+            }
+        }
+        Ok(index)
     }
 
     /// Indexes one mail. Fails with [`Error::DuplicateDoc`] if the user
@@ -1037,10 +1250,22 @@ impl Index {
                 return Ok(());
             }
         }
+        // The memtable is full: freeze it and start a new one. The flush
+        // thread writes the frozen one to a run while writes go on; a write
+        // that fills the new one before that is done waits for it, so at
+        // most two memtables exist. Without background threads the flush
+        // runs here.
+        //
         // The write is logged and applied, so it succeeded whatever the
         // flush does. A failed flush is reported through `Stats` and tried
-        // again by the next write.
-        if let Err(e) = shared.flush_locked(writer) {
+        // again by the next write that fills the memtable.
+        let flushed = shared.wait_flushed().and_then(|()| {
+            if shared.freeze(writer)? && !shared.options.background_compaction {
+                shared.wait_flushed()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = flushed {
             lock(&shared.background).error = Some(format!("flush: {e}"));
         }
         Ok(())
@@ -1129,10 +1354,15 @@ impl Index {
             .collect()
     }
 
-    /// Writes the memtable to a run now (a no-op when it is empty).
+    /// Writes the memtable to a run now (a no-op when it is empty), after
+    /// any flush in progress; on return every write so far is in a run.
     pub fn flush(&self) -> Result<()> {
         let mut writer = lock(&self.shared.writer);
-        self.shared.flush_locked(&mut writer)
+        self.shared.wait_flushed()?;
+        if self.shared.freeze(&mut writer)? {
+            self.shared.wait_flushed()?;
+        }
+        Ok(())
     }
 
     /// Syncs the log, making every write so far survive a power cut.
@@ -1177,17 +1407,22 @@ impl Index {
     }
 
     fn stop_background(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            lock(&self.shared.background).shutdown = true;
-            self.shared.wake.notify_all();
-            // The thread only returns or stores its errors; a panic in it
+        if self.threads.is_empty() {
+            return;
+        }
+        lock(&self.shared.background).shutdown = true;
+        self.shared.wake.notify_all();
+        lock(&self.shared.flush_slot).shutdown = true;
+        self.shared.flush_changed.notify_all();
+        for thread in self.threads.drain(..) {
+            // The threads only return or store their errors; a panic in one
             // has nothing left to clean up.
             let _ = thread.join();
         }
     }
 
-    /// Stops merging, flushes the memtable and syncs: the next open
-    /// replays nothing.
+    /// Stops the background threads, flushes the memtable (and a frozen
+    /// one not yet written) and syncs: the next open replays nothing.
     pub fn close(mut self) -> Result<()> {
         self.stop_background();
         self.flush()?;
@@ -1196,8 +1431,8 @@ impl Index {
 }
 
 impl Drop for Index {
-    /// Stops the merge thread (a merge in progress finishes first). Nothing
-    /// is flushed or synced: dropping without [`Index::close`] is what a
+    /// Stops the background threads (a merge or flush in progress finishes
+    /// first). Nothing more is flushed or synced: dropping without [`Index::close`] is what a
     /// crash looks like to the files, and recovery handles it.
     fn drop(&mut self) {
         self.stop_background();

@@ -26,10 +26,25 @@
 //! any lock (on [`Options::tokenize_threads`] threads for a large batch),
 //! appended to the write-ahead log as one frame, synced if the
 //! [`SyncPolicy`] says so (a batch is one write and one `fdatasync`: group
-//! commit), then applied to the memtable and the doc table. When the
-//! memtable passes `memtable_bytes_max` the writer flushes it into a new
-//! sorted run, writes the manifest and starts a new log; writes wait for
-//! the flush (there is no second, immutable memtable yet).
+//! commit), then applied to the memtable and the doc table.
+//!
+//! The memtable keeps every posting as a node in one arena, in arrival
+//! order, chained to the previous node of its key; keys live in a byte
+//! arena found through an open-addressing table whose 32-byte cells hold
+//! the key's first 16 bytes and the head of its chain. An insert appends a
+//! node and touches one cell (and, for a term over 11 bytes, the key
+//! arena): no allocation per key or per posting. A flush groups the nodes
+//! by key with one counting sort and sorts the keys.
+//!
+//! When the memtable passes `memtable_bytes_max` the writer freezes it,
+//! starts a new log and an empty memtable (reusing the last flushed one's
+//! allocations), and goes on; the flush thread writes the frozen memtable
+//! to a run, then, in one step under the state lock, lists the run in the
+//! manifest (whose first log to replay becomes the new log), drops the
+//! frozen memtable and deletes its log. Searches read both memtables
+//! meanwhile. A writer that fills the new memtable before the flush is
+//! done waits for it, so at most two memtables exist. Without background
+//! threads ([`Options::background_compaction`] false) the writer flushes.
 //!
 //! Keys are `user (u32 big-endian) | field (u8) | term (UTF-8)`, so each
 //! user's postings form one contiguous key range in every run (the per-user
@@ -51,8 +66,11 @@
 //!                 in key order, about 16 KiB, then crc32c u32 of the block
 //!   block index   count varint; per block: last_key_len varint, last_key,
 //!                 offset varint, length varint (CRC included)
-//!   bloom filter  10 bits per key, 6 probes by double hashing of a 64-bit
-//!                 hash of the full key
+//!   bloom filter  about 10 bits per key in 64-byte blocks: the high bits of
+//!                 a 64-bit hash of the full key pick the block (multiply-
+//!                 shift), six 9-bit fields of its low bits the bits in it
+//!                 (version 1: 10 bits per key, 6 probes by double hashing
+//!                 over the whole filter; still read)
 //!   doc table     count varint; per doc in (user, doc) order: user u32,
 //!                 doc u64, state u8 (0 tombstone, 1 live), and if live
 //!                 date i64, folder u32, flags u32
@@ -102,7 +120,10 @@
 //! only in the log could be lost to a power cut under
 //! [`SyncPolicy::Never`], and the mail must then come back whole); a merge
 //! that includes the oldest run drops the tombstones too, as no older run
-//! can hold postings they would hide.
+//! can hold postings they would hide. Runs hold mail in arrival order, so
+//! a key's list in a newer run usually has only higher doc ids than in the
+//! older runs: then the merge splices the encoded lists (re-encoding only
+//! the first doc id of each) instead of decoding and re-encoding positions.
 //! Merges run on a thread the index owns ([`Options::background_compaction`])
 //! or when the caller calls [`Index::compact_step`]; [`Index::compact`]
 //! merges everything into one run.
@@ -127,11 +148,10 @@
 //!
 //! # Concurrency
 //!
-//! All methods take `&self`. Writers are serialized by one lock (held
-//! across a flush); searches take a read lock on the memtable, run list and
-//! doc table, so they run alongside each other and between writes; a merge
-//! holds no lock while it writes its run and swaps it in under the write
-//! lock. One process owns a directory at a time (there is no lock file).
+//! All methods take `&self`. Writers are serialized by one lock; searches
+//! take a read lock on the memtables, run list and doc table, so they run
+//! alongside each other and between writes; a flush or a merge holds no
+//! lock while it writes its run and swaps it in under the write lock. One process owns a directory at a time (there is no lock file).
 //!
 //! # Limits
 //!

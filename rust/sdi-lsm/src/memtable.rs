@@ -21,12 +21,65 @@ pub(crate) fn make_key(out: &mut Vec<u8>, user: u32, field: Field, term: &[u8]) 
     out.extend_from_slice(term);
 }
 
+/// One posting: a doc and the term's positions in it. A single position (the
+/// common case) is kept in the entry itself; more live in the memtable's
+/// position arena.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {
     pub doc: u64,
-    pub pos_start: u32,
-    pub pos_len: u32,
+    /// The position itself when `pos_len` is 1, else the start of the
+    /// positions in the arena.
+    pos: u32,
+    pos_len: u32,
 }
+
+/// An entry in arrival order, chained to the previous entry of its key.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    entry: Entry,
+    /// Index of the key's previous node, or [`NONE`].
+    prev: u32,
+    slot: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A hash table cell, one half cache line: the key's first 16 bytes (zero
+/// padded, as a big-endian integer, so comparing two is comparing bytes),
+/// its length and slot, where the rest of it is, and the newest node of its
+/// postings. A key of at most 16 bytes (a term of up to 11) is compared
+/// without touching the key arena. `slot == NONE` marks an empty cell.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+struct Cell {
+    head_bytes: u128,
+    slot: u32,
+    head: u32,
+    key_start: u32,
+    key_len: u32,
+}
+
+const EMPTY: Cell = Cell {
+    head_bytes: 0,
+    slot: NONE,
+    head: NONE,
+    key_start: 0,
+    key_len: 0,
+};
+
+/// A key's first 16 bytes as a big-endian integer, zero padded.
+#[inline]
+fn key_head(key: &[u8]) -> u128 {
+    let mut head = [0u8; 16];
+    let n = key.len().min(16);
+    head[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(head)
+}
+
+/// Estimated bytes of one distinct key besides its own bytes: its cells
+/// (at most half full), its hash and offsets, and its place in the user's
+/// slot list.
+const KEY_OVERHEAD_BYTES: usize = 2 * std::mem::size_of::<Cell>() + 8 + 4 + 4 + 4;
 
 /// A document tokenized outside any lock, ready to insert.
 #[derive(Debug, Default)]
@@ -59,11 +112,21 @@ impl Prepared {
         }
         let bytes = text.as_bytes();
         let term = |t: &(u64, u32, u32, u32)| &bytes[t.1 as usize..(t.1 + t.2) as usize];
-        tokens.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| term(a).cmp(term(b)))
-                .then(a.3.cmp(&b.3))
-        });
+        // Equal terms have equal hashes, so sorting by hash then position
+        // groups them without comparing bytes; if two different terms of a
+        // field share a hash (so rare it may never happen), sort again with
+        // the bytes breaking ties.
+        tokens.sort_unstable_by_key(|t| (t.0, t.3));
+        if tokens
+            .windows(2)
+            .any(|w| w[0].0 == w[1].0 && term(&w[0]) != term(&w[1]))
+        {
+            tokens.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| term(a).cmp(term(b)))
+                    .then(a.3.cmp(&b.3))
+            });
+        }
         let mut out = Prepared {
             doc: doc.id,
             keys: Vec::with_capacity(text.len() + tokens.len() * 5),
@@ -115,51 +178,92 @@ pub(crate) fn hash_key(bytes: &[u8]) -> u64 {
     hash ^ (hash >> 32)
 }
 
+/// The memtable. Postings are nodes in one arena in arrival order, each
+/// linked to its key's previous node, so an insert appends and touches one
+/// hash cell and one key: no allocation per key or per posting. Queries walk
+/// a key's chain (newest first); a flush groups the nodes by key with one
+/// counting sort.
 #[derive(Default)]
 pub(crate) struct Memtable {
-    /// Key bytes back to back; slot `i`'s key ends at `key_ends[i]`.
+    /// Key bytes back to back.
     keys: Vec<u8>,
-    key_ends: Vec<u32>,
+    /// Per slot: where its key starts and ends, and its full hash.
+    key_starts: Vec<u32>,
+    key_lens: Vec<u32>,
     hashes: Vec<u64>,
-    /// Postings per slot, docs ascending.
-    lists: Vec<Vec<Entry>>,
-    /// Open addressing, linear probing: (slot + 1, top half of the key's
-    /// hash); slot 0 means empty. The hash half spares a look at `hashes`
-    /// and the key on most probes that miss.
-    table: Vec<(u32, u32)>,
+    nodes: Vec<Node>,
+    /// Open addressing with linear probing; the length is a power of two.
+    table: Vec<Cell>,
     /// Slots of each user's keys, for prefix scans.
     user_slots: HashMap<u32, Vec<u32>>,
-    pub positions: Vec<u32>,
+    /// Positions of the entries with more than one.
+    positions: Vec<u32>,
     /// Doc states changed since the last flush; they go into the run.
     pub docs: HashMap<(u32, u64), DocState>,
     pub bytes: usize,
 }
 
+/// The memtable's postings grouped by key, keys in byte order: what a flush
+/// writes.
+pub(crate) struct Sorted<'a> {
+    table: &'a Memtable,
+    /// Slots in key order.
+    order: Vec<u32>,
+    /// Entries grouped by slot, each group in arrival order; slot `s`'s group
+    /// is `entries[starts[s]..starts[s + 1]]`.
+    entries: Vec<Entry>,
+    starts: Vec<u32>,
+}
+
+impl<'a> Sorted<'a> {
+    /// Each key with its entries, docs ascending.
+    pub fn for_each(&mut self, mut f: impl FnMut(&[u8], &[Entry])) {
+        let table = self.table;
+        for &slot in &self.order {
+            let slot = slot as usize;
+            let group =
+                &mut self.entries[self.starts[slot] as usize..self.starts[slot + 1] as usize];
+            if group.windows(2).any(|w| w[0].doc > w[1].doc) {
+                group.sort_unstable_by_key(|e| e.doc);
+            }
+            f(table.key(slot), group);
+        }
+    }
+}
+
 impl Memtable {
     fn key(&self, slot: usize) -> &[u8] {
-        let start = if slot == 0 {
-            0
-        } else {
-            self.key_ends[slot - 1] as usize
-        };
-        &self.keys[start..self.key_ends[slot] as usize]
+        let start = self.key_starts[slot] as usize;
+        &self.keys[start..start + self.key_lens[slot] as usize]
     }
 
-    fn find(&self, key: &[u8], hash: u64) -> Option<usize> {
+    /// Whether `cell` holds `key`, whose head is `head`.
+    #[inline]
+    fn holds(&self, cell: &Cell, key: &[u8], head: u128) -> bool {
+        if cell.head_bytes != head || cell.key_len as usize != key.len() {
+            return false;
+        }
+        key.len() <= 16 || {
+            let start = cell.key_start as usize + 16;
+            self.keys[start..cell.key_start as usize + key.len()] == key[16..]
+        }
+    }
+
+    /// The cell of `key`, if it is here.
+    fn find(&self, key: &[u8], hash: u64) -> Option<&Cell> {
         if self.table.is_empty() {
             return None;
         }
         let mask = self.table.len() - 1;
         let mut at = hash as usize & mask;
-        let tag = (hash >> 32) as u32;
+        let head = key_head(key);
         loop {
-            let (entry, entry_tag) = self.table[at];
-            if entry == 0 {
+            let cell = &self.table[at];
+            if cell.slot == NONE {
                 return None;
             }
-            let slot = entry as usize - 1;
-            if entry_tag == tag && self.key(slot) == key {
-                return Some(slot);
+            if self.holds(cell, key, head) {
+                return Some(cell);
             }
             at = (at + 1) & mask;
         }
@@ -168,46 +272,68 @@ impl Memtable {
     fn grow(&mut self) {
         let size = (self.table.len() * 2).max(1024);
         let mask = size - 1;
-        let mut table = vec![(0u32, 0u32); size];
-        for (slot, &hash) in self.hashes.iter().enumerate() {
-            let mut at = hash as usize & mask;
-            while table[at].0 != 0 {
+        let mut table = vec![EMPTY; size];
+        for cell in self.table.iter().filter(|c| c.slot != NONE) {
+            let mut at = self.hashes[cell.slot as usize] as usize & mask;
+            while table[at].slot != NONE {
                 at = (at + 1) & mask;
             }
-            table[at] = (slot as u32 + 1, (hash >> 32) as u32);
+            table[at] = *cell;
         }
-        self.bytes += (size - self.table.len()) * 8;
         self.table = table;
     }
 
+    /// The table index of `key`'s cell, made if it is new.
     fn find_or_insert(&mut self, key: &[u8], hash: u64) -> usize {
         if (self.hashes.len() + 1) * 2 > self.table.len() {
             self.grow();
         }
         let mask = self.table.len() - 1;
         let mut at = hash as usize & mask;
-        let tag = (hash >> 32) as u32;
+        let head = key_head(key);
         loop {
-            let (entry, entry_tag) = self.table[at];
-            if entry == 0 {
+            let cell = &self.table[at];
+            if cell.slot == NONE {
                 break;
             }
-            let slot = entry as usize - 1;
-            if entry_tag == tag && self.key(slot) == key {
-                return slot;
+            if self.holds(cell, key, head) {
+                return at;
             }
             at = (at + 1) & mask;
         }
-        let slot = self.hashes.len();
-        self.table[at] = (slot as u32 + 1, tag);
+        let slot = self.hashes.len() as u32;
+        let cell = Cell {
+            head_bytes: head,
+            slot,
+            head: NONE,
+            key_start: self.keys.len() as u32,
+            key_len: key.len() as u32,
+        };
+        self.table[at] = cell;
+        self.key_starts.push(cell.key_start);
+        self.key_lens.push(cell.key_len);
         self.keys.extend_from_slice(key);
-        self.key_ends.push(self.keys.len() as u32);
         self.hashes.push(hash);
-        self.lists.push(Vec::new());
         let user = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
-        self.user_slots.entry(user).or_default().push(slot as u32);
-        self.bytes += key.len() + 56;
-        slot
+        self.user_slots.entry(user).or_default().push(slot);
+        self.bytes += key.len() + KEY_OVERHEAD_BYTES;
+        at
+    }
+
+    /// Empties the memtable, keeping its allocations for the next one.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.key_starts.clear();
+        self.key_lens.clear();
+        self.hashes.clear();
+        self.nodes.clear();
+        self.table.fill(EMPTY);
+        self.user_slots.clear();
+        self.positions.clear();
+        self.docs.clear();
+        // Each key counts two cells (the table is at most half full); the
+        // capacity kept is what the last memtable needed.
+        self.bytes = 0;
     }
 
     pub fn insert(&mut self, prepared: &Prepared) {
@@ -216,23 +342,33 @@ impl Memtable {
         for &(key_end, pos_end, hash) in &prepared.groups {
             let key = &prepared.keys[key_start..key_end as usize];
             let positions = &prepared.positions[pos_start..pos_end as usize];
-            let entry = Entry {
-                doc: prepared.doc,
-                pos_start: self.positions.len() as u32,
-                pos_len: positions.len() as u32,
-            };
-            self.positions.extend_from_slice(positions);
-            self.bytes += 16 + positions.len() * 4;
-            let slot = self.find_or_insert(key, hash);
-            let list = &mut self.lists[slot];
-            // Ids usually arrive in increasing order; keep the list ascending.
-            match list.last() {
-                Some(last) if last.doc > entry.doc => {
-                    let at = list.partition_point(|e| e.doc < entry.doc);
-                    list.insert(at, entry);
+            let entry = if let [only] = positions {
+                Entry {
+                    doc: prepared.doc,
+                    pos: *only,
+                    pos_len: 1,
                 }
-                _ => list.push(entry),
-            }
+            } else {
+                let at = self.positions.len() as u32;
+                self.positions.extend_from_slice(positions);
+                self.bytes += positions.len() * 4;
+                Entry {
+                    doc: prepared.doc,
+                    pos: at,
+                    pos_len: positions.len() as u32,
+                }
+            };
+            let at = self.find_or_insert(key, hash);
+            let node = self.nodes.len() as u32;
+            let cell = &mut self.table[at];
+            self.nodes.push(Node {
+                entry,
+                prev: cell.head,
+                slot: cell.slot,
+            });
+            cell.head = node;
+            // A flush copies each entry once more, briefly.
+            self.bytes += std::mem::size_of::<Node>() + std::mem::size_of::<Entry>();
             key_start = key_end as usize;
             pos_start = pos_end as usize;
         }
@@ -244,75 +380,135 @@ impl Memtable {
         }
     }
 
-    pub fn entry_positions(&self, entry: &Entry) -> &[u32] {
-        &self.positions[entry.pos_start as usize..(entry.pos_start + entry.pos_len) as usize]
+    pub fn entry_positions<'e>(&'e self, entry: &'e Entry) -> &'e [u32] {
+        if entry.pos_len == 1 {
+            std::slice::from_ref(&entry.pos)
+        } else {
+            &self.positions[entry.pos as usize..(entry.pos + entry.pos_len) as usize]
+        }
     }
 
-    fn list(&self, key: &[u8]) -> Option<&Vec<Entry>> {
-        self.find(key, hash_key(key)).map(|slot| &self.lists[slot])
+    /// The entries of the chain from node `head`, docs descending.
+    fn chain(&self, head: u32, out: &mut Vec<Entry>) {
+        let start = out.len();
+        let mut at = head;
+        while at != NONE {
+            let node = &self.nodes[at as usize];
+            out.push(node.entry);
+            at = node.prev;
+        }
+        // Ids usually arrive in increasing order, so the chain is already
+        // newest first; mail added out of order needs a sort.
+        let chain = &mut out[start..];
+        if chain.windows(2).any(|w| w[0].doc < w[1].doc) {
+            chain.sort_unstable_by_key(|e| std::cmp::Reverse(e.doc));
+        }
+    }
+
+    fn entries_of(&self, key: &[u8], out: &mut Vec<Entry>) {
+        if let Some(cell) = self.find(key, hash_key(key)) {
+            self.chain(cell.head, out);
+        }
     }
 
     /// Number of distinct keys.
     pub fn key_count(&self) -> usize {
-        self.lists.len()
+        self.hashes.len()
     }
 
-    /// Every key with its postings, in key order (sorts the keys).
-    pub fn iter_sorted(&self) -> impl Iterator<Item = (&[u8], &Vec<Entry>)> + '_ {
-        // Sort by the first 8 key bytes as a big-endian integer (zero padded,
-        // so the order agrees with the bytes'), comparing whole keys only on
-        // ties: most comparisons then touch no key bytes.
-        let mut slots: Vec<(u64, u32)> = (0..self.lists.len())
-            .map(|slot| {
-                let key = self.key(slot);
-                let mut head = [0u8; 8];
-                let n = key.len().min(8);
-                head[..n].copy_from_slice(&key[..n]);
-                (u64::from_be_bytes(head), slot as u32)
-            })
+    /// The postings grouped by key, keys sorted.
+    pub fn sorted(&self) -> Sorted<'_> {
+        let keys = self.key_count();
+        // Group by slot with a counting sort over the nodes (arrival order
+        // kept within a key).
+        let mut starts = vec![0u32; keys + 1];
+        for node in &self.nodes {
+            starts[node.slot as usize + 1] += 1;
+        }
+        for i in 1..=keys {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut entries = vec![
+            Entry {
+                doc: 0,
+                pos: 0,
+                pos_len: 0
+            };
+            self.nodes.len()
+        ];
+        for node in &self.nodes {
+            let at = &mut next[node.slot as usize];
+            entries[*at as usize] = node.entry;
+            *at += 1;
+        }
+        // Sort by the first 16 key bytes, taken from the cells (read in
+        // order, not through the key arena), comparing whole keys only on
+        // ties, which need a term of over 11 bytes.
+        let mut heads: Vec<(u128, u32)> = self
+            .table
+            .iter()
+            .filter(|c| c.slot != NONE)
+            .map(|c| (c.head_bytes, c.slot))
             .collect();
-        slots.sort_unstable_by(|a, b| {
+        heads.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0)
                 .then_with(|| self.key(a.1 as usize).cmp(self.key(b.1 as usize)))
         });
-        slots
-            .into_iter()
-            .map(|(_, slot)| (self.key(slot as usize), &self.lists[slot as usize]))
+        Sorted {
+            table: self,
+            order: heads.into_iter().map(|(_, slot)| slot).collect(),
+            entries,
+            starts,
+        }
     }
 
     /// Doc ids of a key, descending.
     pub fn docs_of(&self, key: &[u8], out: &mut Vec<u64>) {
-        if let Some(list) = self.list(key) {
-            out.extend(list.iter().rev().map(|e| e.doc));
-        }
+        let mut entries = Vec::new();
+        self.entries_of(key, &mut entries);
+        out.extend(entries.iter().map(|e| e.doc));
     }
 
     pub fn postings_of(&self, key: &[u8], out: &mut PostingList) {
-        if let Some(list) = self.list(key) {
-            for entry in list.iter().rev() {
-                out.push(entry.doc, self.entry_positions(entry));
-            }
+        let mut entries = Vec::new();
+        self.entries_of(key, &mut entries);
+        for entry in &entries {
+            out.push(entry.doc, self.entry_positions(entry));
         }
     }
 
-    /// Entries whose key starts with `prefix` (which holds at least the
-    /// 4-byte user), in no particular order.
-    pub fn range_prefix<'a>(
-        &'a self,
-        prefix: &'a [u8],
-    ) -> impl Iterator<Item = (&'a [u8], &'a Vec<Entry>)> + 'a {
+    /// The doc ids, descending, of each key that starts with `prefix` (which
+    /// holds at least the 4-byte user), keys in no particular order.
+    pub fn for_each_prefix(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &mut Vec<u64>) -> crate::Result<()>,
+    ) -> crate::Result<()> {
         let user = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-        self.user_slots
-            .get(&user)
-            .map(|slots| slots.as_slice())
-            .unwrap_or(&[])
-            .iter()
-            .map(|&slot| (self.key(slot as usize), &self.lists[slot as usize]))
-            .filter(move |(key, _)| key.starts_with(prefix))
+        let Some(slots) = self.user_slots.get(&user) else {
+            return Ok(());
+        };
+        let mut entries = Vec::new();
+        let mut docs = Vec::new();
+        for &slot in slots {
+            let key = self.key(slot as usize);
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            if let Some(cell) = self.find(key, self.hashes[slot as usize]) {
+                entries.clear();
+                self.chain(cell.head, &mut entries);
+                docs.clear();
+                docs.extend(entries.iter().map(|e| e.doc));
+                f(key, &mut docs)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty() && self.docs.is_empty()
+        self.nodes.is_empty() && self.docs.is_empty()
     }
 }
 
@@ -343,7 +539,7 @@ mod tests {
         assert_eq!(postings.positions_of(0), &[0, 2]);
         let mut prefix = Vec::new();
         make_key(&mut prefix, 1, Field::Body, b"");
-        assert_eq!(table.range_prefix(&prefix).count(), 2);
+        assert_eq!(prefix_keys(&table, &prefix).len(), 2);
     }
 
     #[test]
@@ -375,11 +571,20 @@ mod tests {
         table.docs_of(&key, &mut docs);
         assert_eq!(docs.len(), 1000);
         assert!(docs.windows(2).all(|w| w[0] > w[1]));
-        let sorted: Vec<&[u8]> = table.iter_sorted().map(|(k, _)| k).collect();
+        let mut sorted: Vec<Vec<u8>> = Vec::new();
+        let mut postings = 0;
+        table.sorted().for_each(|k, entries| {
+            sorted.push(k.to_vec());
+            postings += entries.len();
+            assert!(entries.windows(2).all(|w| w[0].doc < w[1].doc));
+        });
         assert_eq!(sorted.len(), table.key_count());
+        // Doc 0's two words are one key (w0).
+        assert_eq!(postings, 3 * 3000 - 1);
         assert!(sorted.windows(2).all(|w| w[0] < w[1]));
         make_key(&mut key, 2, Field::Body, b"w1");
-        assert!(table.range_prefix(&key).all(|(k, _)| k.starts_with(&key)));
+        let found = prefix_keys(&table, &key);
+        assert!(found.iter().all(|k| k.starts_with(&key)));
         let mut want = std::collections::HashSet::new();
         for id in (0..3000u64).filter(|id| id % 3 == 2) {
             for word in [format!("w{id}"), format!("w{}", id / 2)] {
@@ -388,6 +593,45 @@ mod tests {
                 }
             }
         }
-        assert_eq!(table.range_prefix(&key).count(), want.len());
+        assert_eq!(found.len(), want.len());
+    }
+
+    fn prefix_keys(table: &Memtable, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        table
+            .for_each_prefix(prefix, |key, docs| {
+                assert!(docs.windows(2).all(|w| w[0] > w[1]));
+                keys.push(key.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        keys
+    }
+
+    #[test]
+    fn out_of_order_docs_come_back_sorted() {
+        let mut table = Memtable::default();
+        for id in [7u64, 3, 9, 1, 8] {
+            let doc = Doc {
+                user: 4,
+                id,
+                attrs: Attrs::default(),
+                fields: vec![(Field::Body, "a b a c a".into())],
+            };
+            table.insert(&Prepared::new(&doc));
+        }
+        let mut key = Vec::new();
+        make_key(&mut key, 4, Field::Body, b"a");
+        let mut docs = Vec::new();
+        table.docs_of(&key, &mut docs);
+        assert_eq!(docs, [9, 8, 7, 3, 1]);
+        let mut postings = PostingList::default();
+        table.postings_of(&key, &mut postings);
+        assert_eq!(postings.docs, [9, 8, 7, 3, 1]);
+        assert_eq!(postings.positions_of(4), &[0, 2, 4]);
+        table.sorted().for_each(|_, entries| {
+            assert!(entries.windows(2).all(|w| w[0].doc < w[1].doc));
+            assert_eq!(entries.len(), 5);
+        });
     }
 }

@@ -88,7 +88,90 @@ pub fn address_token(chunk: &str) -> Option<String> {
 
 /// Calls `emit(token, position)` for every token of `text`, positions
 /// starting at `first_position`; returns the position after the last word.
-pub fn tokenize(text: &str, first_position: u32, mut emit: impl FnMut(&str, u32)) -> u32 {
+pub fn tokenize(text: &str, first_position: u32, emit: impl FnMut(&str, u32)) -> u32 {
+    if text.is_ascii() {
+        tokenize_ascii(text.as_bytes(), first_position, emit)
+    } else {
+        tokenize_chars(text, first_position, emit)
+    }
+}
+
+/// Whitespace as `char::is_whitespace` has it, for ASCII.
+#[inline]
+fn is_ascii_chunk_separator(b: u8) -> bool {
+    matches!(
+        b,
+        b'\t'
+            | b'\n'
+            | 0x0b
+            | 0x0c
+            | b'\r'
+            | b' '
+            | b'<'
+            | b'>'
+            | b','
+            | b';'
+            | b'"'
+            | b'\''
+            | b'('
+            | b')'
+            | b'['
+            | b']'
+    )
+}
+
+/// [`tokenize_chars`] for ASCII text, a byte at a time: the same tokens and
+/// positions (a test checks the two agree).
+fn tokenize_ascii(text: &[u8], first_position: u32, mut emit: impl FnMut(&str, u32)) -> u32 {
+    let mut position = first_position;
+    let mut word = String::new();
+    let mut i = 0;
+    while i < text.len() {
+        if is_ascii_chunk_separator(text[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < text.len() && !is_ascii_chunk_separator(text[i]) {
+            i += 1;
+        }
+        let chunk = &text[start..i];
+        if chunk.contains(&b'@') {
+            // ASCII bytes are one char each, so the chunk is a str.
+            if let Some(address) = std::str::from_utf8(chunk).ok().and_then(address_token) {
+                emit(&address, position);
+            }
+        }
+        let mut j = 0;
+        while j < chunk.len() {
+            if !chunk[j].is_ascii_alphanumeric() {
+                j += 1;
+                continue;
+            }
+            let word_start = j;
+            while j < chunk.len() && chunk[j].is_ascii_alphanumeric() {
+                j += 1;
+            }
+            let bytes = &chunk[word_start..j];
+            if bytes.len() <= TOKEN_BYTES_MAX {
+                // ASCII letters and digits are one char each, so both
+                // conversions always succeed.
+                if bytes.iter().any(u8::is_ascii_uppercase) {
+                    word.clear();
+                    word.extend(bytes.iter().map(|b| char::from(b.to_ascii_lowercase())));
+                    emit(&word, position);
+                } else if let Ok(token) = std::str::from_utf8(bytes) {
+                    emit(token, position);
+                }
+            }
+            position += 1;
+        }
+    }
+    position
+}
+
+/// The tokenizer for any text, a char at a time.
+fn tokenize_chars(text: &str, first_position: u32, mut emit: impl FnMut(&str, u32)) -> u32 {
     let mut word = String::new();
     let mut position = first_position;
     let flush = |word: &mut String, position: &mut u32, emit: &mut dyn FnMut(&str, u32)| {
@@ -213,6 +296,35 @@ mod tests {
         );
         assert_eq!(address_token("@foo"), None);
         assert_eq!(address_token("a@@b"), None);
+    }
+
+    #[test]
+    fn ascii_path_agrees_with_the_char_path() {
+        let alphabet: Vec<char> = "aZ9 \t\n\u{b}\u{c}\r@.<>,;\"'()[]-_:é".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 40) as usize;
+            let mut text = String::new();
+            let mut s = state;
+            for _ in 0..len {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Leave out the one non-ASCII letter so both paths run.
+                text.push(alphabet[((s >> 33) as usize) % (alphabet.len() - 1)]);
+            }
+            if state % 7 == 0 {
+                text.push_str(&"y".repeat(TOKEN_BYTES_MAX + (state % 3) as usize));
+            }
+            let mut fast = Vec::new();
+            let fast_end = tokenize_ascii(text.as_bytes(), 3, |t, p| fast.push((t.to_string(), p)));
+            let mut slow = Vec::new();
+            let slow_end = tokenize_chars(&text, 3, |t, p| slow.push((t.to_string(), p)));
+            assert_eq!((fast, fast_end), (slow, slow_end), "{text:?}");
+        }
     }
 
     #[test]
