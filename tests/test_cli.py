@@ -168,3 +168,121 @@ def test_email_users_and_their_tokens(tmp_path: Path) -> None:
     )
     assert bad_route.returncode == 2
     assert "domain=host:port" in bad_route.stderr
+
+
+def test_serve_email_blob_options_and_their_errors(tmp_path: Path) -> None:
+    from sdi.testing.servers import free_port
+
+    out = subprocess.run(
+        [*SDI, "serve", "email", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in (
+        "--blob-url",
+        "--blob-access-key",
+        "--blob-secret-key",
+        "--blob-gc-interval",
+        "--blob-gc-grace",
+        "--database-url",
+    ):
+        assert option in out
+    assert "AWS_ACCESS_KEY_ID" in out
+    assert "AWS_SECRET_ACCESS_KEY" in out
+
+    def serve(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SDI, "serve", "email", "--port", "0", "--data-dir", str(tmp_path), *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        )
+
+    def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+        assert "Traceback" not in result.stderr, result.stderr
+        return [line for line in result.stderr.splitlines() if not line.startswith("usage:")]
+
+    malformed = serve("--blob-url", "ftp://somewhere/blobs")
+    assert malformed.returncode == 2
+    assert error_lines(malformed) == [
+        "sdi: error: --blob-url is s3://BUCKET/PREFIX?endpoint=http://host:port or "
+        "file:///dir, not 'ftp://somewhere/blobs'"
+    ]
+    no_keys = serve("--blob-url", "s3://mail")
+    assert no_keys.returncode == 2
+    [line] = error_lines(no_keys)
+    assert "--blob-access-key" in line
+    assert "AWS_ACCESS_KEY_ID" in line
+    negative = serve("--blob-gc-interval", "-1")
+    assert negative.returncode == 2
+    assert len(error_lines(negative)) == 1
+    # well formed, but nothing listens there: refused at start, in one line
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    down = serve(
+        "--blob-url", f"s3://mail/p/?endpoint={endpoint}",
+        "--blob-access-key", "k", "--blob-secret-key", "s",
+    )  # fmt: skip
+    assert down.returncode == 1
+    [line] = error_lines(down)
+    assert line.startswith(f"sdi serve email: cannot reach the object store at {endpoint}")
+
+
+def test_email_token_with_a_database_url_is_checked() -> None:
+    result = subprocess.run(
+        [*SDI, "token", "create", "email", "--subject", "ann@sdi.local",
+         "--database-url", "mysql://x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--database-url must be a postgresql:// URL" in result.stderr
+    other = subprocess.run(
+        [*SDI, "token", "create", "proximity", "--database-url", "postgresql://u@h:1/db"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert other.returncode == 2
+    assert "--database-url is for email tokens" in other.stderr
+
+
+def test_email_token_create_finds_the_user_in_the_database(tmp_path: Path) -> None:
+    from sdi.runtime.auth import TokenStore
+    from sdi.testing import servers
+
+    bindir = servers.require_postgres()
+
+    def sdi_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SDI, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60
+        )
+
+    with servers.postgres_server(bindir) as postgres:
+        url = postgres.create_database()
+        created = sdi_run(
+            tmp_path / "a", "user", "create", "email", "ada@example.org", "--database-url", url
+        )
+        assert created.returncode == 0, created.stderr
+        # another process's data directory: the user is in the shared database only
+        issued = sdi_run(
+            tmp_path / "b", "token", "create", "email", "--subject", "ada@example.org",
+            "--database-url", url,
+        )  # fmt: skip
+        assert issued.returncode == 0, issued.stderr
+        tokens = TokenStore(tmp_path / "b" / "email" / "tokens.sqlite")
+        try:
+            assert tokens.verify(issued.stdout.strip()) == "ada@example.org"
+        finally:
+            tokens.close()
+        unknown = sdi_run(
+            tmp_path / "b", "token", "create", "email", "--subject", "bob@example.org",
+            "--database-url", url,
+        )  # fmt: skip
+        assert unknown.returncode == 2
+        assert "no user bob@example.org" in unknown.stderr
+        assert not (tmp_path / "b" / "email" / "mail.sqlite").exists()
+        postgres.shutdown()
+        down = sdi_run(
+            tmp_path / "b", "token", "create", "email", "--subject", "ada@example.org",
+            "--database-url", url,
+        )  # fmt: skip
+        assert down.returncode == 2
+        assert "Traceback" not in down.stderr
+        assert "unavailable" in down.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import sdi
-from sdi.errors import InvalidArgument
+from sdi.errors import InvalidArgument, SdiError
 from sdi.runtime import Service, ServiceConfig, run, run_services
 from sdi.runtime.status import StatusService
 from sdi.systems import SYSTEMS, System
@@ -149,13 +149,22 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "routes": args.route,
             "tls_cert": args.tls_cert,
             "tls_key": args.tls_key,
+            "blob_url": args.blob_url,
+            "blob_access_key": args.blob_access_key,
+            "blob_secret_key": args.blob_secret_key,
+            "blob_gc_interval": args.blob_gc_interval,
+            "blob_gc_grace": args.blob_gc_grace,
         }
         try:
             service = make_service(next(s for s in SYSTEMS if s.key == args.system), options)
         except InvalidArgument as error:
             parser.error(str(error))
     config = ServiceConfig(args.host, port, data_dir / args.system)
-    run(lambda: run_services([(service, config)]))
+    try:
+        run(lambda: run_services([(service, config)]))
+    except SdiError as error:  # e.g. the blob store or the database is unreachable at start
+        print(f"sdi serve {args.system}: {error}", file=sys.stderr)
+        return 1
     return 1 if service.failure else 0
 
 
@@ -174,15 +183,18 @@ def cmd_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.action != "create" and not (data_dir / TOKENS_FILE).exists():
         print(f"no tokens in {data_dir} yet: `sdi token create {args.system}` makes one")
         return 1 if args.action == "revoke" else 0
+    if args.database_url is not None and args.system != "email":
+        parser.error("--database-url is for email tokens (the user must exist there)")
     if args.system == "email" and args.action == "create":
         # An email token belongs to a user (its subject is the address).
         from sdi.email.service import create_token
+        from sdi.runtime.sql import DatabaseUnavailableError, DriverMissingError
 
         if args.subject == "admin":
             parser.error("email tokens belong to a user: --subject ADDRESS (see `sdi user`)")
         try:
-            print(create_token(data_dir, args.subject))
-        except InvalidArgument as error:
+            print(create_token(data_dir, args.subject, database_url=args.database_url))
+        except (InvalidArgument, DatabaseUnavailableError, DriverMissingError) as error:
             parser.error(str(error))
         return 0
     store = TokenStore(data_dir / TOKENS_FILE)
@@ -212,18 +224,23 @@ def cmd_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def cmd_user(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from sdi.email.service import create_token, create_user, list_users
+    from sdi.runtime.sql import DatabaseUnavailableError, DriverMissingError
 
     data_dir: Path = (args.data_dir or default_data_dir()) / args.system
     if args.action == "list":
-        for address in list_users(data_dir):
+        try:
+            addresses = list_users(data_dir, database_url=args.database_url)
+        except (InvalidArgument, DatabaseUnavailableError, DriverMissingError) as error:
+            parser.error(str(error))
+        for address in addresses:
             print(address)
         return 0
     if not args.address:
         parser.error("create needs the user's address: sdi user create email ADDRESS")
     try:
-        address = create_user(data_dir, args.address, args.name)
-        token = create_token(data_dir, address)
-    except InvalidArgument as error:
+        address = create_user(data_dir, args.address, args.name, database_url=args.database_url)
+        token = create_token(data_dir, address, database_url=args.database_url)
+    except (InvalidArgument, DatabaseUnavailableError, DriverMissingError) as error:
         parser.error(str(error))
     print(f"created {address}; its API token (and SMTP submission password):")
     print(token)
@@ -374,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     proximity.add_argument(
         "--database-url",
         default=None,
-        help="keep the businesses in this PostgreSQL database (postgresql://user@host:port/db; "
-        "also $SDI_PROXIMITY_DATABASE_URL) instead of SQLite in --data-dir",
+        help="keep the businesses (proximity; also $SDI_PROXIMITY_DATABASE_URL) or the mail "
+        "metadata (email; also $SDI_EMAIL_DATABASE_URL) in this PostgreSQL database "
+        "(postgresql://user@host:port/db) instead of SQLite in --data-dir",
     )
     proximity.add_argument(
         "--redis-url",
@@ -451,6 +469,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     email.add_argument("--tls-cert", default=None, help="certificate (PEM) for STARTTLS")
     email.add_argument("--tls-key", default=None, help="private key (PEM) for STARTTLS")
+    email.add_argument(
+        "--blob-url",
+        default=None,
+        metavar="URL",
+        help="keep raw messages as objects in an S3 bucket: "
+        "s3://BUCKET/PREFIX?endpoint=http://host:port (e.g. of `sdi serve s3`; region= too); "
+        "default: files in --data-dir/email/blobs",
+    )
+    email.add_argument(
+        "--blob-access-key",
+        default=None,
+        help="the S3 access key of --blob-url (default $AWS_ACCESS_KEY_ID)",
+    )
+    email.add_argument(
+        "--blob-secret-key",
+        default=None,
+        help="the S3 secret key of --blob-url (default $AWS_SECRET_ACCESS_KEY)",
+    )
+    email.add_argument(
+        "--blob-gc-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="collect blobs no message refers to every this many seconds; 0 turns it off "
+        "(default 600)",
+    )
+    email.add_argument(
+        "--blob-gc-grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="collect only blobs older than this, so a message being stored keeps its blob "
+        "(default 3600)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     user = commands.add_parser(
@@ -463,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("system", choices=["email"], help="email")
     user.add_argument("address", nargs="?", default=None, help="create: the user's address")
     user.add_argument("--name", default="", help="create: the user's display name")
+    user.add_argument(
+        "--database-url",
+        default=None,
+        help="the service's PostgreSQL database, if it was started with one "
+        "(also $SDI_EMAIL_DATABASE_URL)",
+    )
     user.add_argument(
         "--data-dir",
         type=Path,
@@ -484,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument(
         "--subject", default="admin", help="create: who the token is for (default admin)"
+    )
+    token.add_argument(
+        "--database-url",
+        default=None,
+        help="email: the service's PostgreSQL database, if it was started with one, where "
+        "the user is looked up (also $SDI_EMAIL_DATABASE_URL)",
     )
     token.add_argument(
         "--data-dir",

@@ -1,4 +1,5 @@
-"""Fixtures of the email tests: a running service with two users, SMTP sinks."""
+"""Fixtures of the email tests: a running service with two users, SMTP sinks, and a mail
+store on SQLite or on a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from sdi.email.store import MailStore
+from sdi.testing import servers
 from sdi.testing.email import Mail, Sink, start_mail
-from sdi.testing.servers import free_port
+from sdi.testing.servers import PostgresServer, free_port
 
 
 @pytest.fixture
@@ -47,3 +50,36 @@ def make_sink() -> Iterator[Callable[..., Sink]]:
     yield make
     for controller in controllers:
         controller.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the module (skipped without Debian's postgresql)."""
+    bindir = servers.require_postgres()
+    with servers.postgres_server(bindir, extra_args=["-c", "max_connections=200"]) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh mail store lives: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "mail.sqlite")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
+@pytest.fixture
+def opener(where: str) -> Iterator[Callable[[], MailStore]]:
+    """Opens stores on the test's database, as separate processes would (each its own
+    connections); all closed at the end."""
+    opened: list[MailStore] = []
+
+    def open_store() -> MailStore:
+        store = MailStore(where)
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()

@@ -60,3 +60,34 @@ def test_options() -> None:
         service({"tls_cert": "/x.pem"})
     with pytest.raises(InvalidArgument):
         service({"smtp_port": 70000})
+
+
+def test_blob_and_retry_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as `sdi serve email --blob-url ... --blob-gc-interval 0 --blob-gc-grace 5` passes them
+    email = service(
+        {"blob_url": "s3://mail/p/?endpoint=http://127.0.0.1:9", "blob_access_key": "k",
+         "blob_secret_key": "s", "blob_gc_interval": 0.0, "blob_gc_grace": 5.0}
+    )  # fmt: skip
+    assert isinstance(email, EmailService)
+    assert email.blob_url == "s3://mail/p/?endpoint=http://127.0.0.1:9"
+    assert (email.blob_gc_interval_s, email.blob_gc_grace_s) == (0.0, 5.0)
+    defaults = service({"blob_gc_interval": None, "blob_gc_grace": None})
+    assert isinstance(defaults, EmailService)
+    assert (defaults.blob_url, defaults.blob_gc_interval_s, defaults.blob_gc_grace_s) == (
+        None, 600.0, 3600.0,
+    )  # fmt: skip
+    assert (defaults.process_retry_base_s, defaults.process_retry_cap_s) == (1.0, 60.0)
+    # refused before anything starts: a malformed URL, no credentials, negative times
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(InvalidArgument, match="--blob-url"):
+        service({"blob_url": "ftp://x"})
+    with pytest.raises(InvalidArgument, match="AWS_ACCESS_KEY_ID"):
+        service({"blob_url": "s3://mail"})
+    with pytest.raises(InvalidArgument, match="negative"):
+        service({"blob_gc_grace": -1})
+    with pytest.raises(InvalidArgument):
+        EmailService(process_retry_base_s=2.0, process_retry_cap_s=1.0)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    assert isinstance(service({"blob_url": "s3://mail"}), EmailService)

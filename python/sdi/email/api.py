@@ -4,14 +4,25 @@ Every route needs an API token (``Authorization: Bearer <token>``) whose
 subject is a user's address, and sees only that user's mail (another user's
 message id answers 404, as an unknown one does).
 
+An attachment is extracted from the stored raw message (which stays as it
+arrived) and served with its Content-Type, ``Content-Disposition: attachment``
+with the filename (RFC 6266; RFC 5987's ``filename*`` for a name that is not
+ASCII), ``X-Content-Type-Options: nosniff`` and a sandboxing
+Content-Security-Policy, so that an HTML attachment never runs as a page of
+the API's origin.
+
 =========================================  =====================================================
 ``GET /v1/me``                              the user
 ``GET /v1/folders``                         folders with total and unread counts
 ``POST /v1/folders``                        ``{"name": ...}`` creates a folder
 ``GET /v1/folders/{id}/messages``           a page, newest first: ``?limit=50&before=<id>``;
                                             the answer's ``next_before`` pages on
-``GET /v1/messages/{id}``                   metadata, text body, attachments, thread
+``GET /v1/messages/{id}``                   metadata, text body, thread, attachments
+                                            (``index``, ``filename``, ``content_type``,
+                                            ``size`` in bytes, decoded)
 ``GET /v1/messages/{id}/raw``               the message as received (``message/rfc822``)
+``GET /v1/messages/{id}/attachments/{n}``   the n-th attachment (from 0, as the message's
+                                            ``attachments`` list them), decoded, as a download
 ``PUT /v1/messages/{id}``                   ``{"read": true|false, "folder": "<id>"}``
 ``DELETE /v1/messages/{id}``                deletes (204)
 ``POST /v1/messages``                       sends ``{"to": [...], "cc": [...], "bcc": [...],
@@ -51,20 +62,22 @@ import email.message
 import email.policy
 import email.utils
 import json
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
-from sdi.email.blobs import BlobStore
+from sdi.email.blobs import Blobs
 from sdi.email.outgoing import domain_of, submit
 from sdi.email.search import SearchIndex
 from sdi.email.store import MailStore, check_address
-from sdi.errors import InvalidArgument
+from sdi.errors import InvalidArgument, SdiError, StorageError, Timeout
 from sdi.runtime.auth import Authenticator
 from sdi.runtime.http import Request, Response
 from sdi.runtime.text import is_decimal
 
-__all__ = ["BODY_BYTES_MAX", "EmailApi"]
+__all__ = ["BODY_BYTES_MAX", "EmailApi", "content_disposition"]
 
 BODY_BYTES_MAX = 8 * 1024 * 1024
 PAGE_DEFAULT = 50
@@ -72,6 +85,28 @@ PAGE_MAX = 200
 SUBJECT_CHARS_MAX = 998
 RECIPIENTS_MAX = 100
 _T = TypeVar("_T")
+
+
+_FILENAME_DROPPED = re.compile(r"[\x00-\x1f\x7f/\\]")
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the filename: quoted ASCII, plus RFC 5987's ``filename*``
+    (UTF-8, percent-encoded) when the name is not ASCII, as RFC 6266 says.
+
+    >>> print(content_disposition('report "final".pdf'))
+    attachment; filename="report \\"final\\".pdf"
+    >>> print(content_disposition("Grüße.txt"))
+    attachment; filename="Gr_e.txt"; filename*=UTF-8''Gr%C3%BC%C3%9Fe.txt
+    """
+    name = _FILENAME_DROPPED.sub("_", filename).strip() or "attachment"
+    fallback = _NOT_ASCII.sub("_", name)
+    quoted = fallback.replace("\\", "\\\\").replace('"', '\\"')
+    header = f'attachment; filename="{quoted}"'
+    if not name.isascii():
+        header += "; filename*=UTF-8''" + quote(name, safe="!#$&+-.^_`|~")
+    return header
 
 
 class _NotFoundError(Exception):
@@ -150,7 +185,7 @@ class EmailApi:
     def __init__(
         self,
         store: MailStore,
-        blobs: BlobStore,
+        blobs: Blobs,
         index: SearchIndex,
         auth: Authenticator,
         domains: frozenset[str],
@@ -178,6 +213,12 @@ class EmailApi:
             response = Response.error(405, f"{request.method} is not allowed here")
             response.headers["allow"] = refused.allowed
             return response
+        except (StorageError, Timeout) as error:  # the blob store is down or refuses
+            return Response.error(503, str(error))
+        except FileNotFoundError:
+            return Response.error(500, "the message's stored bytes are missing")
+        except SdiError as error:
+            return Response.error(500, str(error))
 
     def _user(self, headers: dict[str, str]) -> str | None:
         subject = self.auth.subject(headers)
@@ -221,10 +262,18 @@ class EmailApi:
             if method != "POST":
                 raise _MethodNotAllowedError("POST")
             return Response.json(await self._run(self._send, user, _body(request)), 202)
-        if len(route) in (2, 3) and route[0] == "messages":
+        if len(route) in (2, 3, 4) and route[0] == "messages":
             if not is_decimal(route[1]):
                 raise _NotFoundError(f"there is no message {route[1][:40]!r}")
             message_id = int(route[1])
+            if len(route) == 4:
+                if route[2] != "attachments":
+                    raise _NotFoundError(f"no route {path!r}")
+                if method != "GET":
+                    raise _MethodNotAllowedError("GET")
+                if not is_decimal(route[3]):
+                    raise _NotFoundError(f"there is no attachment {route[3][:40]!r}")
+                return await self._run(self._attachment, user, message_id, int(route[3]))
             if len(route) == 3:
                 if route[2] != "raw":
                     raise _NotFoundError(f"no route {path!r}")
@@ -273,8 +322,27 @@ class EmailApi:
         message = self._existing(user, message_id)
         parsed = parse_message(self.blobs.get(message["blob"]))
         message["body"] = parsed.body
+        for index, attachment in enumerate(message["attachments"]):
+            attachment["index"] = index
         message["thread"] = self.store.thread(user, message["thread_id"])
         return message
+
+    def _attachment(self, user: str, message_id: int, index: int) -> Response:
+        from sdi.email.mime import attachment
+
+        raw = self.blobs.get(self._existing(user, message_id)["blob"])
+        found = attachment(raw, index)
+        if found is None:
+            raise _NotFoundError(f"message {message_id} has no attachment {index}")
+        described, content_type, data = found
+        headers = {
+            "content-type": content_type,
+            "content-disposition": content_disposition(described.filename or f"attachment-{index}"),
+            # never rendered as a page of this origin (an HTML attachment is the sender's)
+            "x-content-type-options": "nosniff",
+            "content-security-policy": "default-src 'none'; sandbox",
+        }
+        return Response(200, data, headers)
 
     def _update(self, user: str, message_id: int, body: dict[str, Any]) -> dict[str, Any]:
         unknown = set(body) - {"read", "folder"}

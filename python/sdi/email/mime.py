@@ -24,12 +24,13 @@ import re
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["Attachment", "Parsed", "header_text", "parse_message"]
+__all__ = ["Attachment", "Parsed", "attachment", "header_text", "parse_message"]
 
 BODY_CHARS_MAX = 200_000
 SNIPPET_CHARS = 160
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _TAG = re.compile(r"<[^>]*>")
+_CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,127}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,76 @@ def _part_text(part: email.message.Message) -> str:
         return payload.decode("utf-8", "replace")
 
 
+def _attachment(part: email.message.Message) -> tuple[Attachment, bytes] | None:
+    """The part as an attachment (with its decoded bytes), or None when it is not one:
+    a leaf part with a filename or ``Content-Disposition: attachment``."""
+    try:
+        filename = part.get_filename()
+        content_type = part.get_content_type()
+    except Exception:
+        filename, content_type = None, "application/octet-stream"
+    disposition = str(part.get("content-disposition", "")).lower()
+    if not filename and not disposition.startswith("attachment"):
+        return None
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if not isinstance(data, bytes):
+        payload = part.get_payload()
+        data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+    name = header_text(filename) if filename else ""
+    return Attachment(name, content_type, len(data)), data
+
+
+def attachment(raw: bytes, index: int) -> tuple[Attachment, str, bytes] | None:
+    """The ``index``-th attachment of ``raw`` (counted as :func:`parse_message` lists them):
+    its description, its Content-Type (with the charset of a text part) and its decoded
+    bytes; None when there is no such attachment.
+
+    >>> raw = (b"Content-Type: multipart/mixed; boundary=b\\r\\n\\r\\n--b\\r\\n\\r\\nhi\\r\\n"
+    ...        b"--b\\r\\nContent-Type: text/plain; charset=latin-1\\r\\n"
+    ...        b"Content-Disposition: attachment; filename=a.txt\\r\\n"
+    ...        b"Content-Transfer-Encoding: base64\\r\\n\\r\\naGk=\\r\\n--b--\\r\\n")
+    >>> described, content_type, data = attachment(raw, 0)
+    >>> described
+    Attachment(filename='a.txt', content_type='text/plain', size=2)
+    >>> content_type, data
+    ('text/plain; charset=latin-1', b'hi')
+    >>> attachment(raw, 1) is None
+    True
+    """
+    if index < 0:
+        return None
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        parts = list(message.walk())
+    except Exception:
+        return None
+    seen = 0
+    for part in parts:
+        if part.is_multipart():
+            continue
+        found = _attachment(part)
+        if found is None:
+            continue
+        if seen == index:
+            described, data = found
+            content_type = described.content_type
+            if not _CONTENT_TYPE.fullmatch(content_type):  # e.g. folded oddly: never a header
+                content_type = "application/octet-stream"
+            charset = part.get_param("charset")
+            if (
+                content_type.startswith("text/")
+                and isinstance(charset, str)
+                and re.fullmatch(r"[A-Za-z0-9._:+-]{1,40}", charset)
+            ):
+                content_type += f"; charset={charset.lower()}"
+            return described, content_type, data
+        seen += 1
+    return None
+
+
 def parse_message(raw: bytes) -> Parsed:
     """Reads ``raw``'s headers, text body and attachments, however broken it is."""
     parsed = Parsed()
@@ -163,21 +234,14 @@ def parse_message(raw: bytes) -> Parsed:
         parsed.defects += len(getattr(part, "defects", []))
         if part.is_multipart():
             continue
+        attachment = _attachment(part)
+        if attachment is not None:
+            parsed.attachments.append(attachment[0])
+            continue
         try:
-            filename = part.get_filename()
             content_type = part.get_content_type()
         except Exception:
-            filename, content_type = None, "application/octet-stream"
-        disposition = str(part.get("content-disposition", "")).lower()
-        if filename or disposition.startswith("attachment"):
-            try:
-                data = part.get_payload(decode=True)
-            except Exception:
-                data = None
-            length = len(data) if isinstance(data, bytes) else len(str(part.get_payload()))
-            name = header_text(filename) if filename else ""
-            parsed.attachments.append(Attachment(name, content_type, length))
-            continue
+            content_type = "application/octet-stream"
         if content_type.startswith("text/") and size < BODY_CHARS_MAX:
             text = _part_text(part)
             if content_type == "text/html":

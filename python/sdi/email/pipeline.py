@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
-from sdi.email.blobs import BlobStore
+from sdi.email.blobs import Blobs
 from sdi.email.mime import Parsed, parse_message
 from sdi.email.search import SearchIndex
 from sdi.email.store import IncomingEntry, MailStore, NewMessage, StoredMessage
@@ -84,7 +84,7 @@ class Pipeline:
     def __init__(
         self,
         store: MailStore,
-        blobs: BlobStore,
+        blobs: Blobs,
         index: SearchIndex,
         *,
         rules: Sequence[SpamRule] = DEFAULT_RULES,

@@ -12,17 +12,46 @@ WebSocket push on ``ws_port`` (``port + 3``).
 
 The data directory holds ``mail.sqlite`` (users, folders, messages,
 threads, the incoming and outgoing queues; :mod:`sdi.email.store`),
-``blobs/`` (raw messages by SHA-256; :mod:`sdi.email.blobs`) and
+``blobs/`` (raw messages by SHA-256; :mod:`sdi.email.blobs`; with
+``blob_url="s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:8790"`` they are
+objects in that bucket instead, e.g. of ``sdi serve s3``, with the key pair
+of ``blob_access_key``/``blob_secret_key`` or ``$AWS_ACCESS_KEY_ID``/
+``$AWS_SECRET_ACCESS_KEY``) and
 ``tokens.sqlite`` (API tokens; the subject of a user's token is the user's
 address) and ``search/`` (the search index). On a first start (no users)
 the service creates the demo user ``demo@<first domain>`` and writes its
 token to ``api-token``.
+
+With ``database_url`` (``--database-url postgresql://user@host:port/db`` or
+``$SDI_EMAIL_DATABASE_URL``) the metadata that ``mail.sqlite`` holds lives in
+that PostgreSQL database instead, which several service processes can share
+(:mod:`sdi.email.store`; they take incoming-queue entries and outgoing rows
+with leased claims, each entry is stored once and each row sent by one
+process at a time, :mod:`sdi.email.outgoing`); the tokens and the search
+index stay in each process's data directory: a token works on the process
+whose directory issued it, and a process's search sees the mail it stores
+itself, while mail stored through another process shows up in its search
+only after its next start (which indexes the messages added since; changes
+to older mail made elsewhere, such as moves, need a full rebuild: delete
+``search/``).
+
+An incoming-queue entry whose processing fails (the blob store unreachable,
+say) is retried after ``process_retry_base_s`` (1 s), the wait doubling up to
+``process_retry_cap_s`` (60 s), for as long as it fails; the other entries
+are processed meanwhile. Mail accepted over SMTP while the blob store is down
+is therefore delivered once it is back, without a restart.
 
 Search runs on :class:`~sdi.email.lsmindex.LsmSearchIndex` (the compiled
 LSM index of ``rust/sdi-lsm``, in ``search/``), checked against the store
 at start so that mail stored just before a crash is indexed; pass
 ``index=ScanIndex()`` for the brute-force scan (rebuilt from the store at
 start). Both implement :class:`~sdi.email.search.SearchIndex`.
+
+Blobs no message refers to any more (a deleted message's, or one put just
+before a crash) are collected every ``blob_gc_interval_s`` (default 10
+minutes; 0 turns it off) once older than ``blob_gc_grace_s`` (default an
+hour), on a worker thread; :attr:`EmailService.blob_gc_last` holds the last
+report and the log says what was removed.
 
 User and token management for the CLI: :func:`create_user`,
 :func:`create_token`, :func:`list_users`.
@@ -47,13 +76,15 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sdi.email.api import BODY_BYTES_MAX, EmailApi
-from sdi.email.blobs import BlobStore
+from sdi.email.blobs import GC_GRACE_S, GC_INTERVAL_S, Blobs, GcReport, collect_garbage, open_blobs
 from sdi.email.lsmindex import LsmSearchIndex
-from sdi.email.outgoing import OutgoingWorkers, RetryPolicy
+from sdi.email.outgoing import OutgoingWorkers, RetryPolicy, backoff
 from sdi.email.pipeline import ATTACHMENT_BYTES_MAX, Pipeline
 from sdi.email.push import PushHub
 from sdi.email.search import ScanIndex, SearchIndex
@@ -64,10 +95,12 @@ from sdi.runtime import Endpoint, Service, ServiceConfig
 from sdi.runtime.auth import FIRST_TOKEN_FILE, TOKENS_FILE, Authenticator, TokenStore
 from sdi.runtime.http import HttpServer
 from sdi.runtime.service import cancel_and_wait
+from sdi.runtime.sql import is_postgres_url
 from sdi.runtime.text import is_decimal
 
 __all__ = [
     "DATABASE_FILE",
+    "DATABASE_URL_ENV",
     "EmailService",
     "create_token",
     "create_user",
@@ -81,15 +114,41 @@ DATABASE_FILE = "mail.sqlite"
 BLOBS_DIR = "blobs"
 #: The search index's directory (:class:`~sdi.email.lsmindex.LsmSearchIndex`).
 SEARCH_DIR = "search"
-#: How many times a failing queue entry is retried before it waits for a restart.
-PROCESS_ATTEMPTS_MAX = 5
+#: The back-off of a queue entry whose processing fails (the blob store is down, say):
+#: retried after 1 s, then 2 s, 4 s ... at most a minute apart, for as long as it fails.
+PROCESS_RETRY_BASE_S = 1.0
+PROCESS_RETRY_CAP_S = 60.0
 
 
-def create_user(data_dir: Path, address: str, display_name: str = "") -> str:
+#: Where ``database_url`` comes from when it is not given (``--database-url``).
+DATABASE_URL_ENV = "SDI_EMAIL_DATABASE_URL"
+
+
+def _database_url(given: str | None) -> str | None:
+    """``given``, else ``$SDI_EMAIL_DATABASE_URL``, checked: a postgresql:// URL or None."""
+    url = given or os.environ.get(DATABASE_URL_ENV) or None
+    if url is not None and not is_postgres_url(url):
+        raise InvalidArgument(
+            f"--database-url must be a postgresql:// URL, not {url[:60]!r}"
+            " (without it the mail metadata lives in SQLite in --data-dir)"
+        )
+    return url
+
+
+def _metadata(data_dir: Path, database_url: str | None) -> MailStore:
+    url = _database_url(database_url)
+    return MailStore(url if url is not None else data_dir / DATABASE_FILE)
+
+
+def create_user(
+    data_dir: Path, address: str, display_name: str = "", *, database_url: str | None = None
+) -> str:
     """Adds a user to the service whose data directory is ``data_dir`` (running or not);
-    the normalised address. :class:`~sdi.errors.InvalidArgument` if taken or malformed."""
+    the normalised address. :class:`~sdi.errors.InvalidArgument` if taken or malformed.
+    ``database_url``: the service's PostgreSQL database (default ``$SDI_EMAIL_DATABASE_URL``,
+    else SQLite in ``data_dir``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = MailStore(data_dir / DATABASE_FILE)
+    store = _metadata(data_dir, database_url)
     try:
         address = check_address(address)
         store.create_user(address, display_name)
@@ -98,9 +157,9 @@ def create_user(data_dir: Path, address: str, display_name: str = "") -> str:
         store.close()
 
 
-def create_token(data_dir: Path, address: str) -> str:
+def create_token(data_dir: Path, address: str, *, database_url: str | None = None) -> str:
     """A new API token for the user ``address`` (also the SMTP submission password)."""
-    store = MailStore(data_dir / DATABASE_FILE)
+    store = _metadata(data_dir, database_url)
     try:
         address = check_address(address)
         if store.user(address) is None:
@@ -114,11 +173,11 @@ def create_token(data_dir: Path, address: str) -> str:
         tokens.close()
 
 
-def list_users(data_dir: Path) -> list[str]:
+def list_users(data_dir: Path, *, database_url: str | None = None) -> list[str]:
     """The users' addresses."""
-    if not (data_dir / DATABASE_FILE).exists():
+    if _database_url(database_url) is None and not (data_dir / DATABASE_FILE).exists():
         return []
-    store = MailStore(data_dir / DATABASE_FILE)
+    store = _metadata(data_dir, database_url)
     try:
         return store.users()
     finally:
@@ -133,6 +192,10 @@ def _parse_routes(routes: dict[str, str] | None) -> dict[str, tuple[str, int]]:
             raise InvalidArgument(f"a route is domain -> host:port, not {domain}={target!r}")
         out[domain.lower()] = (host, int(port))
     return out
+
+
+def _seconds(value: object, default: float) -> float:
+    return default if value is None or value == "" else float(str(value))
 
 
 def _derived(port: int, offset: int, given: int | None) -> int:
@@ -166,6 +229,14 @@ class EmailService(Service):
         retry: RetryPolicy | None = None,
         demo_user: bool = True,
         index: SearchIndex | None = None,
+        database_url: str | None = None,
+        blob_url: str | None = None,
+        blob_access_key: str | None = None,
+        blob_secret_key: str | None = None,
+        blob_gc_interval_s: float = GC_INTERVAL_S,
+        blob_gc_grace_s: float = GC_GRACE_S,
+        process_retry_base_s: float = PROCESS_RETRY_BASE_S,
+        process_retry_cap_s: float = PROCESS_RETRY_CAP_S,
     ) -> None:
         self.domains = frozenset(d.strip().lower() for d in (domains or ["sdi.local"]))
         if not self.domains or not all(self.domains):
@@ -185,6 +256,8 @@ class EmailService(Service):
         self.workers = max(1, workers)
         self.retry = retry or RetryPolicy()
         self.demo_user = demo_user
+        #: The PostgreSQL database of the mail metadata (None: SQLite in the data directory).
+        self.database_url = _database_url(database_url)
         self._index_given = index is not None
         self.index: SearchIndex = index if index is not None else ScanIndex()
         self.hostname = sorted(self.domains)[0]
@@ -200,10 +273,40 @@ class EmailService(Service):
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._processing = 0
+        if not 0 < process_retry_base_s <= process_retry_cap_s:
+            raise InvalidArgument("the processing retry needs 0 < base <= cap seconds")
+        self.process_retry_base_s = process_retry_base_s
+        self.process_retry_cap_s = process_retry_cap_s
+        # Blobs: local files in the data directory unless blob_url names an S3 bucket.
+        if blob_gc_interval_s < 0 or blob_gc_grace_s < 0:
+            raise InvalidArgument("the blob GC interval and grace period cannot be negative")
+        self.blob_url = blob_url or None
+        self._blob_keys = (blob_access_key, blob_secret_key)
+        if self.blob_url is not None and urlsplit(self.blob_url).scheme != "file":
+            # Checked now (no I/O), so that a malformed URL or missing credentials are
+            # refused before the service starts; file: URLs are directories made at start.
+            open_blobs(
+                self.blob_url, Path("."), access_key=blob_access_key,
+                secret_key=blob_secret_key, grace_s=blob_gc_grace_s,
+            ).close()  # fmt: skip
+        self.blob_gc_interval_s, self.blob_gc_grace_s = blob_gc_interval_s, blob_gc_grace_s
+        self.blobs: Blobs | None = None
+        #: The last blob collection's report, and the blobs removed since the start.
+        self.blob_gc_last: GcReport | None = None
+        self.blob_gc_removed = 0
+        self._blob_gc: asyncio.Task[None] | None = None
 
-    def _open(self, root: Path) -> tuple[MailStore, TokenStore, BlobStore]:
+    def _open(self, root: Path) -> tuple[MailStore, TokenStore, Blobs]:
         root.mkdir(parents=True, exist_ok=True)
-        store = MailStore(root / DATABASE_FILE)
+        access_key, secret_key = self._blob_keys
+        blobs = open_blobs(
+            self.blob_url, root / BLOBS_DIR, access_key=access_key, secret_key=secret_key,
+            grace_s=self.blob_gc_grace_s,
+        )  # fmt: skip
+        blobs.check()
+        store = MailStore(self.database_url or root / DATABASE_FILE)
+        if self.database_url is None:  # one process per SQLite file: no one else holds claims
+            store.release_all_incoming()
         tokens = TokenStore(root / TOKENS_FILE)
         if self.demo_user and not store.users():
             demo = f"demo@{self.hostname}"
@@ -216,7 +319,6 @@ class EmailService(Service):
                 handle.write(token + "\n")
         first = root / FIRST_TOKEN_FILE
         self.token_file = first if first.exists() else None
-        blobs = BlobStore(root / BLOBS_DIR)
         if not self._index_given:
             index = LsmSearchIndex(root / SEARCH_DIR)
             try:
@@ -261,7 +363,7 @@ class EmailService(Service):
         self._wake = asyncio.Event()
         tls = await asyncio.to_thread(self._tls)
         store, tokens, blobs = await asyncio.to_thread(self._open, root)
-        self.store, self.tokens = store, tokens
+        self.store, self.tokens, self.blobs = store, tokens, blobs
         auth = Authenticator("email", store=tokens)
         endpoints: list[Endpoint] = []
         try:
@@ -343,51 +445,95 @@ class EmailService(Service):
             )  # fmt: skip
             self.outgoing.start()
             self._dispatcher = asyncio.create_task(self._dispatch())
+            if self.blob_gc_interval_s > 0:
+                self._blob_gc = asyncio.create_task(self._collect_blobs())
         except BaseException:
             await self.stop()
             raise
         for endpoint in endpoints:
             logger.info("email: %s on %s", endpoint.name, endpoint.url)
+        logger.info("email: blobs are %s", blobs.describe())
         return endpoints
 
     async def _dispatch(self) -> None:
-        """Feeds incoming-queue entries to ``workers`` processing tasks."""
+        """Feeds incoming-queue entries to ``workers`` processing tasks.
+
+        Entries are claimed (with a lease, so processes sharing a PostgreSQL store
+        take turns) only as fast as the workers take them. An entry whose processing
+        fails (the blob store is unreachable, say) waits, claimed, for its retry:
+        ``process_retry_base_s`` doubling up to ``process_retry_cap_s`` after each
+        failure, for as long as it fails, while other entries go on being processed.
+        """
         assert self.store is not None
         assert self._wake is not None
-        queue: asyncio.Queue[IncomingEntry] = asyncio.Queue(self.workers * 2)
-        claimed: set[int] = set()
+        capacity = self.workers * 2
+        queue: asyncio.Queue[IncomingEntry] = asyncio.Queue(capacity)
+        ours: set[int] = set()  # claimed by this process: queued, being processed or waiting
+        waiting: dict[int, tuple[float, IncomingEntry]] = {}  # failed: (retry time, entry)
         failures: dict[int, int] = {}
         workers = [
-            asyncio.create_task(self._work(queue, claimed, failures)) for _ in range(self.workers)
+            asyncio.create_task(self._work(queue, ours, waiting, failures))
+            for _ in range(self.workers)
         ]
+        store_failures = 0
         try:
             while True:
                 self._wake.clear()
-                entries = await asyncio.to_thread(self.store.incoming, len(claimed) + 64)
-                fresh = [
-                    e
-                    for e in entries
-                    if e.id not in claimed and failures.get(e.id, 0) < PROCESS_ATTEMPTS_MAX
-                ]
+                room = capacity - queue.qsize()
+                entries: list[IncomingEntry] = []
+                if room > 0:
+                    try:
+                        # A claim of an entry this process already holds (waiting for its
+                        # retry, its lease run out) renews the lease.
+                        entries = await asyncio.to_thread(self.store.claim_incoming, room)
+                        store_failures = 0
+                    except Exception as error:  # the database is down: try again later
+                        store_failures += 1
+                        delay = backoff(store_failures, 1.0, 30.0)
+                        logger.warning(
+                            "email: cannot claim incoming mail (%s); trying again in %.0f s",
+                            error, delay,
+                        )  # fmt: skip
+                        await asyncio.sleep(delay)
+                        continue
+                fresh = [e for e in entries if e.id not in ours]
+                now = time.monotonic()
+                due = [entry for when, entry in waiting.values() if when <= now]
+                for entry in due:
+                    del waiting[entry.id]
                 for entry in fresh:
-                    claimed.add(entry.id)
+                    ours.add(entry.id)
+                for entry in [*due, *fresh]:
                     await queue.put(entry)
-                if not fresh:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(1.0):
-                            await self._wake.wait()
+                if fresh or due:
+                    continue
+                wait = 1.0
+                if waiting:
+                    soonest = min(when for when, _ in waiting.values())
+                    wait = min(wait, max(0.01, soonest - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
         finally:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            for entry_id in list(ours):  # claimed but not processed: free for others now
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.store.release_incoming, entry_id)
 
     async def _work(
-        self, queue: asyncio.Queue[IncomingEntry], claimed: set[int], failures: dict[int, int]
+        self,
+        queue: asyncio.Queue[IncomingEntry],
+        ours: set[int],
+        waiting: dict[int, tuple[float, IncomingEntry]],
+        failures: dict[int, int],
     ) -> None:
         assert self.pipeline is not None
         while True:
             entry = await queue.get()
             self._processing += 1
+            finished = True
             future = asyncio.ensure_future(asyncio.to_thread(self.pipeline.process, entry))
             try:
                 try:
@@ -396,12 +542,60 @@ class EmailService(Service):
                     with contextlib.suppress(Exception):
                         await future  # an entry being stored is finished before stopping
                     raise
-            except Exception:
-                failures[entry.id] = failures.get(entry.id, 0) + 1
-                logger.exception("email: processing queue entry %d failed", entry.id)
+                failures.pop(entry.id, None)
+            except Exception as error:
+                count = failures[entry.id] = failures.get(entry.id, 0) + 1
+                delay = backoff(count, self.process_retry_base_s, self.process_retry_cap_s)
+                waiting[entry.id] = (time.monotonic() + delay, entry)
+                finished = False
+                if count == 1:
+                    logger.exception(
+                        "email: processing queue entry %d failed; retrying in %.1f s",
+                        entry.id, delay,
+                    )  # fmt: skip
+                else:
+                    logger.warning(
+                        "email: processing queue entry %d failed again (%d times: %s);"
+                        " retrying in %.1f s", entry.id, count, error, delay,
+                    )  # fmt: skip
             finally:
                 self._processing -= 1
-                claimed.discard(entry.id)
+                if finished:
+                    ours.discard(entry.id)
+                if self._wake is not None and (not finished or queue.qsize() < self.workers):
+                    self._wake.set()  # a retry to schedule, or room for more entries
+
+    def collect_blobs(self) -> GcReport:
+        """One blob garbage collection (blocking): deletes the blobs no message or outgoing
+        row names that are older than the grace period
+        (:func:`~sdi.email.blobs.collect_garbage`)."""
+        store, blobs = self.store, self.blobs
+        if store is None or blobs is None:
+            raise InvalidArgument("the email service is not running")
+        report = collect_garbage(blobs, store.blob_keys_in_use, grace_s=self.blob_gc_grace_s)
+        self.blob_gc_last = report
+        self.blob_gc_removed += report.removed
+        if report.removed or report.stopped_early:
+            logger.info(
+                "email: blob GC removed %d unreferenced blob(s) of %d in %s (%d in use, %d young)"
+                "%s", report.removed, report.scanned, blobs.describe(), report.in_use,
+                report.young, "; stopped early, the rest next time" if report.stopped_early else "",
+            )  # fmt: skip
+        return report
+
+    async def _collect_blobs(self) -> None:
+        """Collects blob garbage every ``blob_gc_interval_s``, on a worker thread."""
+        while True:
+            await asyncio.sleep(self.blob_gc_interval_s)
+            future = asyncio.ensure_future(asyncio.to_thread(self.collect_blobs))
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await future  # a collection in progress finishes before the stores close
+                raise
+            except Exception:
+                logger.exception("email: blob garbage collection failed; retrying next time")
 
     async def stop(self) -> None:
         for server in self._servers:
@@ -412,6 +606,8 @@ class EmailService(Service):
             self.hub = None
         await cancel_and_wait(self._dispatcher)
         self._dispatcher = None
+        await cancel_and_wait(self._blob_gc)
+        self._blob_gc = None
         for _ in range(200):  # entries being stored finish (they run on threads)
             if self._processing <= 0:
                 break
@@ -427,6 +623,9 @@ class EmailService(Service):
         if self.tokens is not None:
             await asyncio.to_thread(self.tokens.close)
             self.tokens = None
+        if self.blobs is not None:
+            self.blobs.close()
+            self.blobs = None
 
 
 def service(options: dict[str, Any]) -> Service:
@@ -450,4 +649,10 @@ def service(options: dict[str, Any]) -> Service:
         tls_key=options.get("tls_key"),
         message_bytes_max=int(options.get("message_bytes_max") or MESSAGE_BYTES_MAX),
         workers=int(options.get("workers") or 2),
+        database_url=options.get("database_url"),
+        blob_url=options.get("blob_url"),
+        blob_access_key=options.get("blob_access_key"),
+        blob_secret_key=options.get("blob_secret_key"),
+        blob_gc_interval_s=_seconds(options.get("blob_gc_interval"), GC_INTERVAL_S),
+        blob_gc_grace_s=_seconds(options.get("blob_gc_grace"), GC_GRACE_S),
     )

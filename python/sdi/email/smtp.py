@@ -42,7 +42,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from sdi.email.blobs import BlobStore
+from sdi.email.blobs import Blobs
 from sdi.email.outgoing import domain_of, submit
 from sdi.email.search import SearchIndex
 from sdi.email.store import MailStore
@@ -168,7 +168,7 @@ class SmtpServer:
         *,
         mode: str = "mx",
         tokens: TokenStore | None = None,
-        blobs: BlobStore | None = None,
+        blobs: Blobs | None = None,
         tls: ssl.SSLContext | None = None,
         message_bytes_max: int = MESSAGE_BYTES_MAX,
         header_bytes_max: int = HEADER_BYTES_MAX,

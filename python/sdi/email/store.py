@@ -1,13 +1,45 @@
-"""The mail metadata store: users, folders, messages, threads and the two queues, in SQLite.
+"""The mail metadata store: users, folders, messages, threads and the two queues.
 
 Everything is keyed by user first (the book's partition key): a user's
-folders, messages and threads sit together, and no query crosses users.
-Folder totals and unread counts are kept denormalised in ``folders`` and
-updated in the same transaction as the messages they count. The database
-runs in WAL mode with ``synchronous=FULL``: a committed transaction
+folders, messages and threads sit together, and no query crosses users
+(except the service-wide scans: the queues, :meth:`MailStore.indexable`,
+:meth:`MailStore.blob_keys_in_use`). Folder totals and unread counts are
+kept denormalised in ``folders`` and updated in the same transaction as the
+messages they count.
+
+**Backends.** ``MailStore(path)`` (or a ``sqlite:`` URL) is one SQLite file,
+the default: WAL mode with ``synchronous=FULL``, so a committed transaction
 survives a power cut, which is what the SMTP server's ``250`` promises for
-a queued message. (PostgreSQL, sharded by user, is the scale-out option
-left for later.)
+a queued message; one process per file. ``MailStore("postgresql://user@host:port/db")``
+is PostgreSQL (the ``sdi[postgres]`` extra), the scale-out option: several
+service processes share one database. Both run the same SQL through
+:mod:`sdi.runtime.sql` and behave the same, with one exception: PostgreSQL
+text cannot hold the NUL character, so there a NUL in a message's headers
+is stored as U+FFFD. Between processes sharing PostgreSQL:
+
+* counters: every change to a message first locks its row (``FOR UPDATE``),
+  so two processes marking the same message read (or deleting it) change
+  ``unread`` once; counter updates are increments (``total = total + 1``)
+  applied at the end of the transaction in (user, folder) order, so writers
+  do not deadlock on folder rows (one that loses a deadlock anyway is run
+  again);
+* the incoming queue: :meth:`MailStore.deliver` deletes the entry first,
+  so a second process delivering the same entry waits for the first one's
+  row lock and then finds the entry gone (nothing stored twice);
+  :meth:`MailStore.claim_incoming` hands entries out with ``FOR UPDATE SKIP
+  LOCKED`` and a lease, so processes do not even parse the same entry twice;
+* the outgoing queue: :meth:`MailStore.due_outgoing` with a ``lease`` claims
+  the rows it returns the same way.
+
+**Sharding by user** (not built): since every per-user query names the
+user, a router would map ``hash(user) -> shard`` (one PostgreSQL database
+per shard, each with this schema) and send each call to its user's shard;
+:meth:`MailStore.deliver` and :meth:`MailStore.submit` store one message per
+recipient, so a router would split their message lists by shard (the queue
+entry deleted on the shard that holds the queue: a queue shard of its own,
+or the sender's), and the service-wide scans would visit every shard.
+Message ids come from each shard's own sequence, so a global id would be
+``(shard, id)``.
 
 The incoming queue holds raw messages accepted over SMTP; a processing
 worker turns an entry into one message per local recipient and deletes the
@@ -34,9 +66,9 @@ True
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +77,8 @@ from pathlib import Path
 from typing import Any
 
 from sdi.errors import InvalidArgument
+from sdi.runtime import sql
+from sdi.runtime.sql import Connection, ConstraintError
 
 __all__ = [
     "STANDARD_FOLDERS",
@@ -59,80 +93,79 @@ __all__ = [
 #: Every user's folders (ids), created with the user.
 STANDARD_FOLDERS = ("inbox", "sent", "drafts", "spam", "trash")
 ADDRESS_CHARS_MAX = 254
+#: How long :meth:`MailStore.claim_incoming` keeps an entry from other claimers (seconds).
+INCOMING_LEASE_S = 60.0
 _ADDRESS = re.compile(r"[^\s@<>()\[\],;:\\\"]+@[^\s@<>()\[\],;:\\\"]+\.[^\s@<>()\[\],;:\\\"]+")
 _FOLDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
+#: The schema for either dialect (:mod:`sdi.runtime.sql`: ``{serial}`` and the other
+#: types). ``user`` is quoted everywhere: it is a reserved word in PostgreSQL.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     address TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,
-    created REAL NOT NULL
+    created {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS folders (
-    user TEXT NOT NULL,
+    "user" TEXT NOT NULL,
     id TEXT NOT NULL,
     name TEXT NOT NULL,
-    total INTEGER NOT NULL DEFAULT 0,
-    unread INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (user, id)
+    total {int64} NOT NULL DEFAULT 0,
+    unread {int64} NOT NULL DEFAULT 0,
+    PRIMARY KEY ("user", id)
 );
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user TEXT NOT NULL,
+    id {serial},
+    "user" TEXT NOT NULL,
     folder TEXT NOT NULL,
     read INTEGER NOT NULL,
-    date INTEGER NOT NULL,
-    received REAL NOT NULL,
+    date {int64} NOT NULL,
+    received {real} NOT NULL,
     message_id TEXT NOT NULL,
-    thread_id INTEGER NOT NULL,
+    thread_id {int64} NOT NULL,
     sender TEXT NOT NULL,
     recipients TEXT NOT NULL,
     subject TEXT NOT NULL,
     snippet TEXT NOT NULL,
-    size INTEGER NOT NULL,
+    size {int64} NOT NULL,
     blob TEXT NOT NULL,
-    spam_score REAL NOT NULL,
+    spam_score {real} NOT NULL,
     attachments TEXT NOT NULL,
     search TEXT NOT NULL,
     source TEXT UNIQUE
 );
-CREATE INDEX IF NOT EXISTS messages_by_folder ON messages (user, folder, id);
-CREATE INDEX IF NOT EXISTS messages_by_thread ON messages (user, thread_id, id);
+CREATE INDEX IF NOT EXISTS messages_by_folder ON messages ("user", folder, id);
+CREATE INDEX IF NOT EXISTS messages_by_thread ON messages ("user", thread_id, id);
 CREATE TABLE IF NOT EXISTS thread_refs (
-    user TEXT NOT NULL,
+    "user" TEXT NOT NULL,
     message_id TEXT NOT NULL,
-    thread_id INTEGER NOT NULL,
-    PRIMARY KEY (user, message_id)
+    thread_id {int64} NOT NULL,
+    PRIMARY KEY ("user", message_id)
 );
 CREATE TABLE IF NOT EXISTS incoming (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serial},
     mail_from TEXT NOT NULL,
     rcpts TEXT NOT NULL,
-    data BLOB NOT NULL,
-    received REAL NOT NULL
+    data {blob} NOT NULL,
+    received {real} NOT NULL,
+    claimed_until {real} NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS outgoing (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user TEXT NOT NULL,
+    id {serial},
+    "user" TEXT NOT NULL,
     mail_from TEXT NOT NULL,
     rcpt TEXT NOT NULL,
     blob TEXT NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL NOT NULL,
+    next_attempt {real} NOT NULL,
     last_error TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL
+    created {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outgoing_due ON outgoing (state, next_attempt);
 """
-
-
-_FOLDER_JOINS = (
-    "UPDATE folders SET total = total + 1, unread = unread + ? WHERE user = ? AND id = ?"
-)
-_FOLDER_LEAVES = (
-    "UPDATE folders SET total = total - 1, unread = unread - ? WHERE user = ? AND id = ?"
-)
+#: Columns later versions added, with their definitions (for SQLite files made before).
+_ADDED_COLUMNS = {"incoming": {"claimed_until": "REAL NOT NULL DEFAULT 0"}}
 
 
 def check_address(address: str) -> str:
@@ -198,196 +231,347 @@ class OutgoingEntry:
     last_error: str
 
 
-_MESSAGE_COLUMNS = (
-    "id, user, folder, read, date, received, message_id, thread_id, sender, recipients,"
-    " subject, snippet, size, blob, spam_score, attachments"
+_MESSAGE_KEYS = (
+    "id", "user", "folder", "read", "date", "received", "message_id", "thread_id", "sender",
+    "recipients", "subject", "snippet", "size", "blob", "spam_score", "attachments",
+)  # fmt: skip
+_MESSAGE_COLUMNS = ", ".join('"user"' if key == "user" else key for key in _MESSAGE_KEYS)
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS.removeprefix('id, ')}, search, source)"
+    f" VALUES ({', '.join('?' * (len(_MESSAGE_KEYS) + 1))})"
 )
+_INCOMING_COLUMNS = "id, mail_from, rcpts, data, received"
+_OUTGOING_COLUMNS = 'id, "user", mail_from, rcpt, blob, state, attempts, next_attempt, last_error'
+_INSERT_INCOMING = "INSERT INTO incoming (mail_from, rcpts, data, received) VALUES (?, ?, ?, ?)"
+_FOLDER_EXISTS = 'SELECT 1 FROM folders WHERE "user" = ? AND id = ?'
+_COUNT = 'UPDATE folders SET total = total + ?, unread = unread + ? WHERE "user" = ? AND id = ?'
+
+
+def _rows(query: str, args: tuple[Any, ...], db: Connection) -> list[tuple[Any, ...]]:
+    return db.rows(query, args)
 
 
 def _message_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    keys = [key.strip() for key in _MESSAGE_COLUMNS.split(",")]
-    out = dict(zip(keys, row, strict=True))
+    out = dict(zip(_MESSAGE_KEYS, row, strict=True))
     out["read"] = bool(out["read"])
     out["attachments"] = json.loads(out["attachments"])
     del out["user"]
     return out
 
 
-class MailStore:
-    """Users, folders, messages and queues in one SQLite file (thread-safe, blocking)."""
+def _incoming(row: tuple[Any, ...]) -> IncomingEntry:
+    return IncomingEntry(int(row[0]), row[1], json.loads(row[2]), bytes(row[3]), float(row[4]))
 
-    def __init__(self, path: Path | str) -> None:
+
+def _outgoing(row: tuple[Any, ...]) -> OutgoingEntry:
+    return OutgoingEntry(
+        int(row[0]), row[1], row[2], row[3], row[4], row[5], int(row[6]), float(row[7]), row[8]
+    )
+
+
+def _claim(
+    query: str, args: tuple[Any, ...], table: str, column: str, until: float, db: Connection
+) -> list[tuple[Any, ...]]:
+    """The rows ``query`` selects (their ``id`` first) that no other transaction holds
+    (``SKIP LOCKED`` on PostgreSQL), each marked taken until ``until`` in ``column``."""
+    rows = db.rows(query + db.dialect.skip_locked, args)
+    if rows:
+        marks = ", ".join("?" * len(rows))
+        db.run(
+            f"UPDATE {table} SET {column} = ? WHERE id IN ({marks})",
+            (until, *(row[0] for row in rows)),
+        )
+    return rows
+
+
+class _Counts:
+    """A transaction's changes to folder counters, applied together in (user, folder) order
+    (so two writers lock folder rows in the same order and cannot deadlock on them)."""
+
+    def __init__(self) -> None:
+        self._deltas: dict[tuple[str, str], list[int]] = {}
+
+    def add(self, user: str, folder: str, total: int, read: bool) -> None:
+        delta = self._deltas.setdefault((user, folder), [0, 0])
+        delta[0] += total
+        delta[1] += 0 if read else total
+
+    def apply(self, db: Connection) -> None:
+        for (user, folder), (total, unread) in sorted(self._deltas.items()):
+            if total or unread:
+                db.run(_COUNT, (total, unread, user, folder))
+
+
+class MailStore:
+    """Users, folders, messages and queues in SQLite or PostgreSQL (thread-safe, blocking).
+
+    ``path`` is a SQLite file (or ``":memory:"``, or a ``sqlite:`` URL) unless
+    it is a ``postgresql://`` URL; the module docs say how the two compare.
+    ``pool_size`` and ``connect_timeout`` (seconds) are PostgreSQL's. On
+    PostgreSQL a call that cannot reach the server raises
+    :class:`~sdi.runtime.sql.DatabaseUnavailableError`.
+    """
+
+    def __init__(
+        self, path: Path | str, *, pool_size: int = 8, connect_timeout: float = 5.0
+    ) -> None:
         self.path = path
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        if str(path) != ":memory:":
-            self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.executescript(_SCHEMA)
+        #: SQLite only: incoming entries claimed by this process, with their lease ends.
+        self._claims: dict[int, float] = {}
+        self._claims_lock = threading.Lock()
+        self._db = sql.connect(
+            path,
+            pool_size=pool_size,
+            connect_timeout=connect_timeout,
+            application_name="sdi-email",
+            nul="\ufffd",
+        )
+        try:
+            self._db.setup(_SCHEMA, lock="sdi-email-schema")
+            if self._db.dialect is sql.SQLITE:
+                self._db.write(self._migrate)
+        except BaseException:
+            self._db.close()
+            raise
+
+    @staticmethod
+    def _migrate(db: Connection) -> None:
+        """Adds the columns SQLite files written by older versions lack."""
+        for table, added in _ADDED_COLUMNS.items():
+            columns = {row[1] for row in db.rows(f"PRAGMA table_info({table})")}
+            for name, definition in added.items():
+                if name not in columns:
+                    db.run(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._db.dialect.name
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _write(self) -> _Transaction:
-        return _Transaction(self)
+        self._db.close()
 
     # -- users and folders
 
     def create_user(self, address: str, display_name: str = "") -> None:
         """Adds a user with the standard folders (:class:`InvalidArgument` if taken)."""
         address = check_address(address)
-        with self._write() as db:
+
+        def create(db: Connection) -> None:
             try:
-                db.execute(
+                db.run(
                     "INSERT INTO users (address, display_name, created) VALUES (?, ?, ?)",
                     (address, display_name.strip()[:200], time.time()),
                 )
-            except sqlite3.IntegrityError as error:
+            except ConstraintError as error:
                 raise InvalidArgument(f"there is already a user {address}") from error
             for folder in STANDARD_FOLDERS:
-                db.execute(
-                    "INSERT INTO folders (user, id, name) VALUES (?, ?, ?)",
+                db.run(
+                    'INSERT INTO folders ("user", id, name) VALUES (?, ?, ?)',
                     (address, folder, folder.capitalize()),
                 )
 
+        self._db.write(create)
+
     def user(self, address: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
+        row = self._db.read(
+            lambda db: db.row(
                 "SELECT address, display_name, created FROM users WHERE address = ?",
                 (address.strip().lower(),),
-            ).fetchone()
+            )
+        )
         if row is None:
             return None
         return {"address": row[0], "display_name": row[1], "created": row[2]}
 
     def users(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT address FROM users ORDER BY address").fetchall()
+        rows = self._db.read(lambda db: db.rows("SELECT address FROM users ORDER BY address"))
         return [str(row[0]) for row in rows]
 
     def folders(self, user: str) -> list[dict[str, Any]]:
         order = {name: i for i, name in enumerate(STANDARD_FOLDERS)}
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, name, total, unread FROM folders WHERE user = ?", (user,)
-            ).fetchall()
-        folders = [{"id": r[0], "name": r[1], "total": r[2], "unread": r[3]} for r in rows]
+        rows = self._db.read(
+            lambda db: db.rows(
+                'SELECT id, name, total, unread FROM folders WHERE "user" = ?', (user,)
+            )
+        )
+        folders = [
+            {"id": r[0], "name": r[1], "total": int(r[2]), "unread": int(r[3])} for r in rows
+        ]
         return sorted(folders, key=lambda f: (order.get(f["id"], 99), f["id"]))
 
     def has_folder(self, user: str, folder: str) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM folders WHERE user = ? AND id = ?", (user, folder)
-            ).fetchone()
-        return row is not None
+        return self._db.read(lambda db: db.row(_FOLDER_EXISTS, (user, folder))) is not None
 
     def create_folder(self, user: str, name: str) -> dict[str, Any]:
         folder = re.sub(r"[^a-z0-9_-]+", "-", name.strip().lower()).strip("-")
         if not _FOLDER_ID.fullmatch(folder):
             raise InvalidArgument(f"a folder name needs letters or digits: {name[:60]!r}")
-        with self._write() as db:
+
+        def create(db: Connection) -> None:
             try:
-                db.execute(
-                    "INSERT INTO folders (user, id, name) VALUES (?, ?, ?)",
+                db.run(
+                    'INSERT INTO folders ("user", id, name) VALUES (?, ?, ?)',
                     (user, folder, name.strip()[:100]),
                 )
-            except sqlite3.IntegrityError as error:
+            except ConstraintError as error:
                 raise InvalidArgument(f"there is already a folder {folder!r}") from error
+
+        self._db.write(create)
         return {"id": folder, "name": name.strip()[:100], "total": 0, "unread": 0}
 
     # -- the incoming queue
 
     def enqueue_incoming(self, mail_from: str, rcpts: list[str], data: bytes) -> int:
         """Queues a raw message durably (committed and synced when this returns); its id."""
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO incoming (mail_from, rcpts, data, received) VALUES (?, ?, ?, ?)",
-                (mail_from, json.dumps(rcpts), data, time.time()),
-            )
-        assert cursor.lastrowid is not None
-        return int(cursor.lastrowid)
+        args = (mail_from, json.dumps(rcpts), data, time.time())
+        return self._db.write(lambda db: db.insert_id(_INSERT_INCOMING, args))
 
     def incoming(self, limit: int = 64, after: int = 0) -> list[IncomingEntry]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, mail_from, rcpts, data, received FROM incoming WHERE id > ?"
-                " ORDER BY id LIMIT ?",
+        rows = self._db.read(
+            lambda db: db.rows(
+                f"SELECT {_INCOMING_COLUMNS} FROM incoming WHERE id > ? ORDER BY id LIMIT ?",
                 (after, limit),
-            ).fetchall()
-        return [IncomingEntry(r[0], r[1], json.loads(r[2]), bytes(r[3]), r[4]) for r in rows]
+            )
+        )
+        return [_incoming(r) for r in rows]
+
+    def claim_incoming(
+        self, limit: int = 64, lease_s: float = INCOMING_LEASE_S
+    ) -> list[IncomingEntry]:
+        """Up to ``limit`` queue entries no one else holds, oldest first, each held for
+        ``lease_s`` seconds (or until :meth:`deliver` or :meth:`release_incoming`).
+
+        Several processes claiming at once get different entries (``FOR UPDATE
+        SKIP LOCKED`` on PostgreSQL; a SQLite file belongs to one process, and
+        this store keeps its claims in memory). An entry whose
+        claimer died is claimed again once its lease runs out, and one delivered
+        late by a claimer whose lease ran out is still stored only once
+        (:meth:`deliver`).
+        """
+        now = time.time()
+        if self._db.dialect is sql.SQLITE:
+            # One process owns a SQLite file, so its claims are kept in memory:
+            # a claim costs a read, not a write and an fsync per batch.
+            with self._claims_lock:
+                held = {i for i, until in self._claims.items() if until > now}
+                rows = self._db.read(
+                    lambda db: db.rows(
+                        f"SELECT {_INCOMING_COLUMNS} FROM incoming ORDER BY id LIMIT ?",
+                        (limit + len(held),),
+                    )
+                )
+                rows = [row for row in rows if int(row[0]) not in held][:limit]
+                for row in rows:
+                    self._claims[int(row[0])] = now + lease_s
+            return [_incoming(r) for r in rows]
+
+        query = (
+            f"SELECT {_INCOMING_COLUMNS} FROM incoming WHERE claimed_until <= ? ORDER BY id LIMIT ?"
+        )
+        claim = functools.partial(
+            _claim, query, (now, limit), "incoming", "claimed_until", now + lease_s
+        )
+        return [_incoming(r) for r in self._db.write(claim)]
+
+    def release_incoming(self, entry_id: int) -> None:
+        """Gives up a claim (:meth:`claim_incoming`): the entry can be claimed again now."""
+        with self._claims_lock:
+            self._claims.pop(entry_id, None)
+        if self._db.dialect is sql.SQLITE:
+            return
+        self._db.write(
+            lambda db: db.run("UPDATE incoming SET claimed_until = 0 WHERE id = ?", (entry_id,))
+        )
+
+    def release_all_incoming(self) -> int:
+        """Ends every claim (for a store no other process uses, after a restart); how many."""
+        with self._claims_lock:
+            held = len(self._claims)
+            self._claims.clear()
+        if self._db.dialect is sql.SQLITE:
+            # Claims are in memory; files written before that may still hold some.
+            return held + self._db.write(
+                lambda db: db.run("UPDATE incoming SET claimed_until = 0 WHERE claimed_until > 0")
+            )
+        return self._db.write(
+            lambda db: db.run("UPDATE incoming SET claimed_until = 0 WHERE claimed_until > 0")
+        )
 
     def incoming_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM incoming").fetchone()[0])
+        return int(self._db.read(lambda db: db.value("SELECT count(*) FROM incoming")))
 
     def deliver(self, entry_id: int | None, messages: list[NewMessage]) -> list[StoredMessage]:
         """Stores ``messages`` and deletes queue entry ``entry_id``, in one transaction.
 
         Processing an entry twice stores nothing the second time (the entry is
-        gone, and each message's source key ``entry:index`` is unique).
+        gone, and each message's source key ``entry:index`` is unique). The
+        entry is deleted first: a concurrent delivery of the same entry (another
+        process, on PostgreSQL) waits for that row lock, then finds it gone.
         """
-        stored: list[StoredMessage] = []
-        with self._write() as db:
-            if entry_id is not None:
-                gone = db.execute("DELETE FROM incoming WHERE id = ?", (entry_id,)).rowcount == 0
-                if gone:
-                    return []
-            for index, message in enumerate(messages):
-                source = None if entry_id is None else f"{entry_id}:{index}"
-                stored.append(self._insert(db, message, source))
+
+        def deliver(db: Connection) -> list[StoredMessage]:
+            gone = entry_id is not None and not db.run(
+                "DELETE FROM incoming WHERE id = ?", (entry_id,)
+            )
+            if gone:
+                return []
+            counts = _Counts()
+            stored = [
+                self._insert(db, message, None if entry_id is None else f"{entry_id}:{i}", counts)
+                for i, message in enumerate(messages)
+            ]
+            counts.apply(db)
+            return stored
+
+        stored = self._db.write(deliver)
+        if entry_id is not None:
+            with self._claims_lock:
+                self._claims.pop(entry_id, None)
         return stored
 
-    def _insert(self, db: sqlite3.Connection, m: NewMessage, source: str | None) -> StoredMessage:
-        folder = m.folder
-        if not db.execute(
-            "SELECT 1 FROM folders WHERE user = ? AND id = ?", (m.user, folder)
-        ).fetchone():
-            folder = "inbox"
+    def _insert(
+        self, db: Connection, m: NewMessage, source: str | None, counts: _Counts
+    ) -> StoredMessage:
+        folder = m.folder if db.row(_FOLDER_EXISTS, (m.user, m.folder)) else "inbox"
         thread_id: int | None = None
         for reference in [m.message_id, *m.references]:
             if not reference:
                 continue
-            row = db.execute(
-                "SELECT thread_id FROM thread_refs WHERE user = ? AND message_id = ?",
+            found = db.value(
+                'SELECT thread_id FROM thread_refs WHERE "user" = ? AND message_id = ?',
                 (m.user, reference),
-            ).fetchone()
-            if row is not None:
-                thread_id = int(row[0])
+            )
+            if found is not None:
+                thread_id = int(found)
                 break
-        cursor = db.execute(
-            f"INSERT INTO messages ({_MESSAGE_COLUMNS}, search, source)"
-            " VALUES (NULL, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        message_id = db.insert_id(
+            _INSERT_MESSAGE,
             (
-                m.user, folder, int(m.read), m.date, time.time(), m.message_id, m.sender,
+                m.user, folder, int(m.read), m.date, time.time(), m.message_id, 0, m.sender,
                 m.recipients, m.subject, m.snippet, m.size, m.blob, m.spam_score,
                 json.dumps(m.attachments), json.dumps(m.search), source,
             ),
         )  # fmt: skip
-        assert cursor.lastrowid is not None
-        message_id = int(cursor.lastrowid)
         if thread_id is None:
             thread_id = message_id
-        db.execute("UPDATE messages SET thread_id = ? WHERE id = ?", (thread_id, message_id))
+        db.run("UPDATE messages SET thread_id = ? WHERE id = ?", (thread_id, message_id))
         for reference in [m.message_id, *m.references]:
             if reference:
-                db.execute(
-                    "INSERT OR IGNORE INTO thread_refs (user, message_id, thread_id)"
-                    " VALUES (?, ?, ?)",
+                db.run(
+                    'INSERT INTO thread_refs ("user", message_id, thread_id) VALUES (?, ?, ?)'
+                    " ON CONFLICT DO NOTHING",
                     (m.user, reference, thread_id),
                 )
-        db.execute(
-            _FOLDER_JOINS,
-            (0 if m.read else 1, m.user, folder),
-        )
+        counts.add(m.user, folder, 1, m.read)
         return StoredMessage(
             message_id, m.user, folder, m.read, m.date, m.sender, m.subject, m.search
         )
 
     def drop_incoming(self, entry_id: int) -> None:
-        with self._write() as db:
-            db.execute("DELETE FROM incoming WHERE id = ?", (entry_id,))
+        self._db.write(lambda db: db.run("DELETE FROM incoming WHERE id = ?", (entry_id,)))
+        with self._claims_lock:
+            self._claims.pop(entry_id, None)
 
     # -- messages
 
@@ -395,20 +579,22 @@ class MailStore:
         self, user: str, folder: str, limit: int = 50, before: int | None = None
     ) -> list[dict[str, Any]]:
         """A page of a folder, newest first (ids below ``before``)."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE user = ? AND folder = ?"
+        rows = self._db.read(
+            lambda db: db.rows(
+                f'SELECT {_MESSAGE_COLUMNS} FROM messages WHERE "user" = ? AND folder = ?'
                 " AND id < ? ORDER BY id DESC LIMIT ?",
                 (user, folder, before if before is not None else 2**62, limit),
-            ).fetchall()
+            )
+        )
         return [_message_dict(row) for row in rows]
 
     def message(self, user: str, message_id: int) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE user = ? AND id = ?",
+        row = self._db.read(
+            lambda db: db.row(
+                f'SELECT {_MESSAGE_COLUMNS} FROM messages WHERE "user" = ? AND id = ?',
                 (user, message_id),
-            ).fetchone()
+            )
+        )
         return None if row is None else _message_dict(row)
 
     def messages_of(self, user: str, ids: list[int]) -> list[dict[str, Any]]:
@@ -420,110 +606,127 @@ class MailStore:
         self, user: str, message_id: int, *, read: bool | None = None, folder: str | None = None
     ) -> dict[str, Any] | None:
         """Marks read/unread or moves; the message after, or None if there is none."""
-        with self._write() as db:
-            row = db.execute(
-                "SELECT folder, read FROM messages WHERE user = ? AND id = ?", (user, message_id)
-            ).fetchone()
+
+        def update(db: Connection) -> bool:
+            row = db.row(
+                f'SELECT folder, read FROM messages WHERE "user" = ? AND id = ?'
+                f"{db.dialect.for_update}",
+                (user, message_id),
+            )
             if row is None:
-                return None
+                return False
             old_folder, old_read = str(row[0]), bool(row[1])
             new_folder = old_folder if folder is None else folder
             new_read = old_read if read is None else bool(read)
-            if (
-                new_folder != old_folder
-                and not db.execute(
-                    "SELECT 1 FROM folders WHERE user = ? AND id = ?", (user, new_folder)
-                ).fetchone()
-            ):
+            if new_folder != old_folder and not db.row(_FOLDER_EXISTS, (user, new_folder)):
                 raise InvalidArgument(f"there is no folder {new_folder!r}")
-            db.execute(
+            db.run(
                 "UPDATE messages SET folder = ?, read = ? WHERE id = ?",
                 (new_folder, int(new_read), message_id),
             )
-            db.execute(
-                _FOLDER_LEAVES,
-                (0 if old_read else 1, user, old_folder),
-            )
-            db.execute(
-                _FOLDER_JOINS,
-                (0 if new_read else 1, user, new_folder),
-            )
+            counts = _Counts()
+            counts.add(user, old_folder, -1, old_read)
+            counts.add(user, new_folder, 1, new_read)
+            counts.apply(db)
+            return True
+
+        if not self._db.write(update):
+            return None
         return self.message(user, message_id)
 
     def delete_message(self, user: str, message_id: int) -> bool:
-        with self._write() as db:
-            row = db.execute(
-                "SELECT folder, read FROM messages WHERE user = ? AND id = ?", (user, message_id)
-            ).fetchone()
+        def delete(db: Connection) -> bool:
+            row = db.row(
+                f'SELECT folder, read FROM messages WHERE "user" = ? AND id = ?'
+                f"{db.dialect.for_update}",
+                (user, message_id),
+            )
             if row is None:
                 return False
-            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
-            db.execute(
-                _FOLDER_LEAVES,
-                (0 if row[1] else 1, user, row[0]),
-            )
-        return True
+            db.run("DELETE FROM messages WHERE id = ?", (message_id,))
+            counts = _Counts()
+            counts.add(user, str(row[0]), -1, bool(row[1]))
+            counts.apply(db)
+            return True
+
+        return self._db.write(delete)
 
     def thread(self, user: str, thread_id: int) -> list[int]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM messages WHERE user = ? AND thread_id = ? ORDER BY id",
+        rows = self._db.read(
+            lambda db: db.rows(
+                'SELECT id FROM messages WHERE "user" = ? AND thread_id = ? ORDER BY id',
                 (user, thread_id),
-            ).fetchall()
+            )
+        )
         return [int(r[0]) for r in rows]
 
     def indexable(self, batch: int = 1000) -> Iterator[StoredMessage]:
         """Every stored message with its search text (to build an index from)."""
         last = 0
         while True:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT id, user, folder, read, date, sender, subject, search FROM messages"
-                    " WHERE id > ? ORDER BY id LIMIT ?",
-                    (last, batch),
-                ).fetchall()
+            rows = self._db.read(functools.partial(self._indexable_batch, last, batch))
             if not rows:
                 return
             for r in rows:
                 yield StoredMessage(
-                    r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], json.loads(r[7])
+                    int(r[0]), r[1], r[2], bool(r[3]), int(r[4]), r[5], r[6], json.loads(r[7])
                 )
             last = int(rows[-1][0])
 
+    @staticmethod
+    def _indexable_batch(after: int, batch: int, db: Connection) -> list[tuple[Any, ...]]:
+        return db.rows(
+            'SELECT id, "user", folder, read, date, sender, subject, search FROM messages'
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after, batch),
+        )
+
     def max_message_id(self) -> int:
         """The highest message id given so far (0 for none; ids are never reused)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"
-            ).fetchone()
-            top = self._db.execute("SELECT max(id) FROM messages").fetchone()
-        return max(int(row[0]) if row else 0, int(top[0] or 0))
+
+        def top(db: Connection) -> tuple[Any, Any]:
+            if db.dialect is sql.SQLITE:
+                given = db.value("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+            else:  # the identity column's sequence (NULL until it gave a value)
+                given = db.value(
+                    "SELECT pg_sequence_last_value(pg_get_serial_sequence('messages', 'id'))"
+                )
+            return given, db.value("SELECT max(id) FROM messages")
+
+        given, stored = self._db.read(top)
+        return max(int(given or 0), int(stored or 0))
 
     def message_states(
         self, *, after: int = 0, user: str | None = None
     ) -> list[tuple[int, str, str, bool, int]]:
         """``(id, user, folder, read, date)`` of the messages above id ``after``
         (of one user, or all), by id: what a search index is checked against."""
-        sql = "SELECT id, user, folder, read, date FROM messages WHERE id > ?"
+        text = 'SELECT id, "user", folder, read, date FROM messages WHERE id > ?'
         args: tuple[Any, ...] = (after,)
         if user is not None:
-            sql += " AND user = ?"
+            text += ' AND "user" = ?'
             args = (after, user)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        rows = self._db.read(lambda db: db.rows(text + " ORDER BY id", args))
         return [(int(r[0]), str(r[1]), str(r[2]), bool(r[3]), int(r[4])) for r in rows]
+
+    def blob_keys_in_use(self) -> set[str]:
+        """Every blob key a stored message or an outgoing queue row refers to
+        (what blob garbage collection must keep)."""
+        rows = self._db.read(
+            lambda db: db.rows("SELECT blob FROM messages UNION SELECT blob FROM outgoing")
+        )
+        return {str(r[0]) for r in rows}
 
     def search_texts(self, user: str, ids: list[int]) -> dict[int, dict[str, str]]:
         """The search text of these messages of ``user`` (unknown ids left out)."""
         out: dict[int, dict[str, str]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            with self._lock:
-                rows = self._db.execute(
-                    f"SELECT id, search FROM messages WHERE user = ? AND id IN ({marks})",
-                    (user, *chunk),
-                ).fetchall()
+            query = (
+                'SELECT id, search FROM messages WHERE "user" = ?'
+                f" AND id IN ({','.join('?' * len(chunk))})"
+            )
+            rows = self._db.read(functools.partial(_rows, query, (user, *chunk)))
             out.update((int(r[0]), json.loads(r[1])) for r in rows)
         return out
 
@@ -539,51 +742,63 @@ class MailStore:
         incoming-queue entry ``(mail_from, rcpts, data)`` for local recipients, and
         outgoing rows ``(user, mail_from, rcpt, blob)`` for remote ones."""
         now = time.time()
-        with self._write() as db:
-            stored = None if sent is None else self._insert(db, sent, None)
+
+        def record(db: Connection) -> tuple[StoredMessage | None, int | None, list[int]]:
+            counts = _Counts()
+            stored = None if sent is None else self._insert(db, sent, None, counts)
             entry: int | None = None
             if local is not None:
-                cursor = db.execute(
-                    "INSERT INTO incoming (mail_from, rcpts, data, received) VALUES (?, ?, ?, ?)",
-                    (local[0], json.dumps(local[1]), local[2], now),
+                entry = db.insert_id(
+                    _INSERT_INCOMING, (local[0], json.dumps(local[1]), local[2], now)
                 )
-                entry = cursor.lastrowid
-            ids: list[int] = []
-            for user, mail_from, rcpt, blob in remote:
-                cursor = db.execute(
-                    "INSERT INTO outgoing (user, mail_from, rcpt, blob, state, next_attempt,"
+            ids = [
+                db.insert_id(
+                    'INSERT INTO outgoing ("user", mail_from, rcpt, blob, state, next_attempt,'
                     " created) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
                     (user, mail_from, rcpt, blob, now, now),
                 )
-                assert cursor.lastrowid is not None
-                ids.append(int(cursor.lastrowid))
-        return stored, entry, ids
+                for user, mail_from, rcpt, blob in remote
+            ]
+            counts.apply(db)
+            return stored, entry, ids
 
-    def due_outgoing(self, now: float, limit: int = 32) -> list[OutgoingEntry]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, user, mail_from, rcpt, blob, state, attempts, next_attempt,"
-                " last_error FROM outgoing WHERE state = 'queued' AND next_attempt <= ?"
-                " ORDER BY next_attempt LIMIT ?",
-                (now, limit),
-            ).fetchall()
-        return [OutgoingEntry(*row) for row in rows]
+        return self._db.write(record)
+
+    def due_outgoing(
+        self, now: float, limit: int = 32, *, lease_s: float = 0.0
+    ) -> list[OutgoingEntry]:
+        """The queued rows due at ``now``, soonest first.
+
+        With ``lease_s`` they are also claimed: their ``next_attempt`` moves
+        ``lease_s`` seconds past ``now`` (until :meth:`set_outgoing` records the
+        attempt), and processes claiming at once get different rows (``FOR
+        UPDATE SKIP LOCKED`` on PostgreSQL), so a row is not sent twice by two
+        processes sharing the database; one whose sender died is due again
+        when the lease runs out.
+        """
+        query = (
+            f"SELECT {_OUTGOING_COLUMNS} FROM outgoing WHERE state = 'queued'"
+            " AND next_attempt <= ? ORDER BY next_attempt LIMIT ?"
+        )
+        if lease_s <= 0:
+            return [_outgoing(r) for r in self._db.read(lambda db: db.rows(query, (now, limit)))]
+
+        claim = functools.partial(
+            _claim, query, (now, limit), "outgoing", "next_attempt", now + lease_s
+        )
+        return [_outgoing(r) for r in self._db.write(claim)]
 
     def next_outgoing_time(self) -> float | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT min(next_attempt) FROM outgoing WHERE state = 'queued'"
-            ).fetchone()
-        return None if row[0] is None else float(row[0])
+        found = self._db.read(
+            lambda db: db.value("SELECT min(next_attempt) FROM outgoing WHERE state = 'queued'")
+        )
+        return None if found is None else float(found)
 
     def outgoing(self, entry_id: int) -> OutgoingEntry | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, user, mail_from, rcpt, blob, state, attempts, next_attempt,"
-                " last_error FROM outgoing WHERE id = ?",
-                (entry_id,),
-            ).fetchone()
-        return None if row is None else OutgoingEntry(*row)
+        row = self._db.read(
+            lambda db: db.row(f"SELECT {_OUTGOING_COLUMNS} FROM outgoing WHERE id = ?", (entry_id,))
+        )
+        return None if row is None else _outgoing(row)
 
     def set_outgoing(
         self,
@@ -595,44 +810,16 @@ class MailStore:
         bounce: tuple[str, list[str], bytes] | None = None,
     ) -> None:
         """Records an attempt's outcome; with ``bounce``, queues the DSN in the same transaction."""
-        with self._write() as db:
-            db.execute(
+
+        def record(db: Connection) -> None:
+            db.run(
                 "UPDATE outgoing SET state = ?, attempts = ?, next_attempt = ?, last_error = ?"
                 " WHERE id = ?",
                 (state, attempts, next_attempt, error[:1000], entry_id),
             )
             if bounce is not None:
-                db.execute(
-                    "INSERT INTO incoming (mail_from, rcpts, data, received) VALUES (?, ?, ?, ?)",
-                    (bounce[0], json.dumps(bounce[1]), bounce[2], time.time()),
+                db.insert_id(
+                    _INSERT_INCOMING, (bounce[0], json.dumps(bounce[1]), bounce[2], time.time())
                 )
 
-
-class _Transaction:
-    """``with store._write() as db``: the lock and BEGIN IMMEDIATE ... COMMIT (or ROLLBACK)."""
-
-    def __init__(self, store: MailStore) -> None:
-        self.store = store
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.store._lock.acquire()
-        try:
-            self.store._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.store._lock.release()
-            raise
-        return self.store._db
-
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
-        try:
-            if kind is not None:
-                self.store._db.execute("ROLLBACK")
-                return
-            try:
-                self.store._db.execute("COMMIT")
-            except BaseException:
-                if self.store._db.in_transaction:
-                    self.store._db.execute("ROLLBACK")
-                raise
-        finally:
-            self.store._lock.release()
+        self._db.write(record)
