@@ -10,8 +10,7 @@ subprocess pointed at an in-memory :class:`LeaderboardServer` by
 The suite decides what to run from ``INFO``: a test for a newer server than
 the ``redis_version`` sdi reports (7.0.15) is skipped by redis-py itself, and
 only such skips are accepted. The blocking pops (``test_bzpopmin``,
-``test_bzpopmax``, ``test_bzmpop``) are left out: sdi does not serve
-``BZPOPMIN``, ``BZPOPMAX`` or ``BZMPOP`` (see :mod:`sdi.leaderboard.commands`).
+``test_bzpopmax``, ``test_bzmpop``) run too.
 
 Where the sdist comes from: the path in ``SDI_REDIS_PY_SDIST`` (the
 ``.tar.gz`` or a directory it was extracted to), else
@@ -57,8 +56,6 @@ PYTEST_ASYNCIO = "pytest-asyncio==1.5.0"
 #: redis-py's sorted-set tests: its ``test_z*`` functions (ZADD ... ZSCAN, ZMPOP,
 #: ZRANGESTORE, ZUNION/ZINTER/ZDIFF/ZINTERCARD and the *STORE forms) and ``test_bz*``.
 SELECT = "(test_z or test_bz)"
-#: Sorted-set tests left out: the blocking pops, which sdi does not serve.
-LEFT_OUT = ("test_bzpopmin", "test_bzpopmax", "test_bzmpop")
 #: The only skips accepted: redis-py's own gate for a newer server than sdi claims.
 VERSION_SKIP = re.compile(r"Redis version required >= (\d+)\.(\d+)")
 PIP_TIMEOUT = 180
@@ -154,7 +151,6 @@ def _run_suite(
     tree: Path, port: int, files: list[str], protocol: int, paths: list[str], report: Path
 ) -> Outcome:
     url = f"redis://127.0.0.1:{port}/0"
-    deselect = " and ".join(f"not {name}" for name in LEFT_OUT)
     env = {k: v for k, v in os.environ.items() if k not in ("RE_CLUSTER", "PYTEST_ADDOPTS")}
     if paths:
         env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])])
@@ -164,7 +160,7 @@ def _run_suite(
         "pytest",
         *files,
         "-k",
-        f"{SELECT} and {deselect}",
+        SELECT,
         f"--redis-url={url}",
         f"--redis-mod-url={url}",  # no probing of localhost:6479 for modules
         f"--protocol={protocol}",
@@ -238,8 +234,8 @@ def test_redis_py_sorted_set_suite_passes(
     print(
         f"redis-py {VERSION} sorted-set tests, RESP{protocol}, {' + '.join(files)}:"
         f" {len(outcome.passed)} passed, {len(outcome.skipped)} skipped,"
-        f" {len(outcome.failed)} failed; left out: {', '.join(LEFT_OUT)}"
-        + ("" if paths is not None else " and the asyncio tests (no pytest-asyncio)")
+        f" {len(outcome.failed)} failed"
+        + ("" if paths is not None else "; left out: the asyncio tests (no pytest-asyncio)")
     )
     for reason, count in sorted(Counter(outcome.skipped.values()).items()):
         print(f"  skipped {count}: {reason}")

@@ -433,11 +433,12 @@ def _server_now(answer: S3Answer) -> float:
 
 
 def _age(head: S3Answer) -> float:
-    """Seconds since a HEAD answer's Last-Modified, by the server's clock (inf if unreadable)."""
+    """Seconds since a HEAD answer's Last-Modified, by the server's clock; 0 if unreadable
+    (an age not known is young: garbage collection keeps the blob)."""
     try:
         modified = email.utils.parsedate_to_datetime(head.headers.get("last-modified", ""))
     except (TypeError, ValueError, IndexError):
-        return float("inf")
+        return 0.0
     return _server_now(head) - modified.timestamp()
 
 

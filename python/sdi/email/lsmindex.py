@@ -38,6 +38,17 @@ delete that the index missed). The rule:
 * Then the index is synced and ``{"clean": false, "mark": <store's max id>}``
   is written (atomically: temp file, fsync, rename).
 
+With a store that keeps a change log (PostgreSQL shared by several service
+processes: :meth:`~sdi.email.store.MailStore.changes_since`), the record also
+holds ``seq``, the last change of the log the index has applied
+(:attr:`LsmSearchIndex.log_seq`, advanced by the service's follower). After
+a clean close the changes since ``seq`` (made through other processes while
+this one was down, to old mail as well as new) are replayed from the log;
+when the log was trimmed past ``seq`` (the process was down longer than the
+log's retention), or the record has no ``seq``, the full check runs
+instead. Either way :attr:`LsmSearchIndex.log_seq` is then the log position
+the index is current to, where following the log resumes.
+
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as path:
 ...     index = LsmSearchIndex(path)
@@ -58,10 +69,12 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sdi._rust.lsm import FLAG_READ, LsmIndex, check_query
 from sdi.email.query import FIELDS
+from sdi.email.search import change_ops
+from sdi.email.store import Change, ChangeLogTrimmedError
 from sdi.errors import Closed, InvalidArgument
 from sdi.runtime.files import fsync_directory
 
@@ -92,6 +105,16 @@ class RecoverableStore(Protocol):
     ) -> list[tuple[int, str, str, bool, int]]: ...
 
     def search_texts(self, user: str, ids: list[int]) -> dict[int, dict[str, str]]: ...
+
+
+class LoggedStore(RecoverableStore, Protocol):
+    """A store with a change log (``change_log`` true): recovery replays it."""
+
+    change_log: bool
+
+    def last_change_seq(self) -> int: ...
+
+    def changes_since(self, seq: int, limit: int = ...) -> list[Change]: ...
 
 
 class _Names:
@@ -182,6 +205,9 @@ class LsmSearchIndex:
         self._previous = self._read_state()
         previous_mark = (self._previous or {}).get("mark")
         self._mark = previous_mark if isinstance(previous_mark, int) else 0
+        previous_seq = (self._previous or {}).get("seq")
+        #: The last change-log ``seq`` applied (see the module docs); None without a log.
+        self.log_seq: int | None = previous_seq if isinstance(previous_seq, int) else None
         self._write_state(False)
 
     # -- the state file
@@ -202,7 +228,10 @@ class LsmSearchIndex:
         with self._state_lock:
             temp = self.path / (STATE_FILE + ".tmp")
             with open(temp, "w") as handle:
-                json.dump({"clean": clean, "mark": self._mark}, handle)
+                state: dict[str, Any] = {"clean": clean, "mark": self._mark}
+                if self.log_seq is not None:
+                    state["seq"] = self.log_seq
+                json.dump(state, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, self.path / STATE_FILE)
@@ -258,6 +287,63 @@ class LsmSearchIndex:
             return
         with self._writing():
             self._core.delete(uid, int(doc_id))
+
+    def apply(self, ops: Iterable[tuple[Any, ...]]) -> None:
+        """Several writes as one core write (one log write, one sync), in order:
+        ``("add", user, id, fields, date, folder, read)`` (of an id the index knows:
+        only its attributes change), ``("set_attrs", user, id, folder, read)`` (None
+        leaves one as it is) and ``("delete", user, id)``."""
+        with self._writing(), self._attrs_lock:  # read-modify-write of attributes
+            batch = self._batch(ops)
+            if batch:
+                self._core.write_batch([tuple(op) for op in batch], exist_ok=True)
+
+    def _batch(self, ops: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
+        batch: list[list[Any]] = []
+        last: dict[tuple[int, int], int] = {}  # (user, doc) -> its latest op in the batch
+        for op in ops:
+            kind, user, doc_id = op[0], op[1], int(op[2])
+            if not 0 <= doc_id <= _U64_MAX:
+                continue
+            if kind == "add":
+                _, _, _, fields, date, folder, read = op
+                uid = self._names.id("user", user)
+                last[uid, doc_id] = len(batch)
+                batch.append(
+                    ["add", uid, doc_id, _core_fields(fields), int(date),
+                     self._names.id("folder", folder), FLAG_READ if read else 0]
+                )  # fmt: skip
+                continue
+            found = self._names.get("user", user)
+            if found is None:
+                continue
+            key = (found, doc_id)
+            if kind == "delete":
+                last[key] = len(batch)
+                batch.append(["delete", found, doc_id])
+                continue
+            folder, read = op[3], op[4]
+            fid = None if folder is None else self._names.id("folder", folder)
+            at = last.get(key)
+            if at is not None:  # fold into this batch's add or set_attrs of the mail
+                earlier = batch[at]
+                if earlier[0] == "delete":
+                    continue
+                target = earlier
+            else:
+                current = self._core.attrs(found, doc_id)
+                if current is None:
+                    continue
+                target = ["set_attrs", found, doc_id, *current]
+                last[key] = len(batch)
+                batch.append(target)
+            flags_at = 6 if target[0] == "add" else 5
+            if fid is not None:
+                target[flags_at - 1] = fid
+            if read is not None:
+                flags = target[flags_at]
+                target[flags_at] = flags | FLAG_READ if read else flags & ~FLAG_READ
+        return batch
 
     def set_attrs(
         self, user: str, doc_id: int, *, folder: str | None = None, read: bool | None = None
@@ -343,9 +429,22 @@ class LsmSearchIndex:
     def recover(self, store: RecoverableStore) -> dict[str, int]:
         """Makes the index agree with the mail store (see the module docs); what it did."""
         state = self._previous
+        logged = bool(getattr(store, "change_log", False))
+        # Read before the store is: a change committed after this is in the log past it.
+        log_start = cast("LoggedStore", store).last_change_seq() if logged else None
         mark = store.max_message_id()
         done = {"added": 0, "updated": 0, "deleted": 0, "checked": 0}
-        if state is not None and state.get("clean") is True and isinstance(state.get("mark"), int):
+        if logged:
+            done["replayed"] = 0
+        clean = (
+            state is not None and state.get("clean") is True and isinstance(state.get("mark"), int)
+        )
+        if clean and logged:
+            assert state is not None
+            seq = state.get("seq")
+            clean = isinstance(seq, int) and self._replay(store, seq, done)
+        if clean:
+            assert state is not None
             rows = store.message_states(after=int(state["mark"]))
             by_user: dict[str, list[tuple[int, str, str, bool, int]]] = {}
             for row in rows:
@@ -353,19 +452,44 @@ class LsmSearchIndex:
             for user, user_rows in by_user.items():
                 self._check_user(store, user, user_rows, full=False, done=done)
         else:
+            self.log_seq = log_start
             for user in store.users():
                 self._check_user(store, user, store.message_states(user=user), full=True, done=done)
         self._core.sync()
         self._mark = mark
         self._failed = False
         self._write_state(False)
-        if done["added"] or done["updated"] or done["deleted"]:
+        if done["added"] or done["updated"] or done["deleted"] or done.get("replayed"):
             logger.info(
-                "email: search index recovered: %(added)d added, %(updated)d updated,"
-                " %(deleted)d deleted (%(checked)d checked)",
-                done,
-            )
+                "email: search index recovered: %d added, %d updated, %d deleted"
+                " (%d checked), %d logged change(s) replayed",
+                done["added"], done["updated"], done["deleted"], done["checked"],
+                done.get("replayed", 0),
+            )  # fmt: skip
         return done
+
+    def _replay(self, store: RecoverableStore, seq: int, done: dict[str, int]) -> bool:
+        """Applies the store's logged changes after ``seq``; False if the log no longer
+        has them all (trimmed), which calls for the full check."""
+        changes_since = cast("LoggedStore", store).changes_since
+        while True:
+            try:
+                changes = changes_since(seq, RECOVERY_BATCH)
+            except ChangeLogTrimmedError:
+                logger.info("email: the change log was trimmed past %d; checking the index", seq)
+                return False
+            if not changes:
+                self.log_seq = seq
+                return True
+            self.apply(change_ops(changes, store))
+            done["replayed"] += len(changes)
+            seq = changes[-1].seq
+
+    def resync(self, store: RecoverableStore) -> dict[str, int]:
+        """The full check of :meth:`recover` (for a follower that fell behind the change
+        log's retention while running); what it did. :attr:`log_seq` is then current."""
+        self._previous = None
+        return self.recover(store)
 
     def _check_user(
         self,

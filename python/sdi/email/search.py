@@ -27,13 +27,13 @@ by descending id; ``before`` pages (ids below it only).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sdi.email.query import Document, document, matches, parse
 
-__all__ = ["Indexed", "ScanIndex", "SearchIndex"]
+__all__ = ["Indexed", "ScanIndex", "SearchIndex", "apply_changes", "change_ops"]
 
 SEARCH_LIMIT_MAX = 500
 
@@ -162,3 +162,82 @@ class ScanIndex:
     def __len__(self) -> int:
         with self._lock:
             return sum(len(docs) for docs in self._users.values())
+
+
+class _LoggedChange(Protocol):
+    """What :func:`change_ops` reads of a change-log row (:class:`sdi.email.store.Change`)."""
+
+    @property
+    def op(self) -> str: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def message_id(self) -> int: ...
+
+    @property
+    def folder(self) -> str: ...
+
+    @property
+    def read(self) -> bool: ...
+
+    @property
+    def date(self) -> int: ...
+
+
+class _TextSource(Protocol):
+    def search_texts(self, user: str, ids: list[int]) -> dict[int, dict[str, str]]: ...
+
+
+def change_ops(
+    changes: Sequence[_LoggedChange],
+    store: _TextSource,
+    texts: MutableMapping[int, Mapping[str, str]] | None = None,
+) -> list[tuple[Any, ...]]:
+    """The index writes that apply change-log rows, in order: ``("add", user, id, fields,
+    date, folder, read)``, ``("set_attrs", user, id, folder, read)``, ``("delete", user, id)``.
+
+    A stored message's text comes from ``texts`` (by id) when there, else from the
+    store; a message the store no longer has is left out (a later row deletes it).
+    """
+    texts = {} if texts is None else texts
+    wanted: dict[str, list[int]] = {}
+    for change in changes:
+        if change.op == "stored" and change.message_id not in texts:
+            wanted.setdefault(change.user, []).append(change.message_id)
+    fetched: dict[int, Mapping[str, str]] = {}
+    for user, ids in wanted.items():
+        fetched.update(store.search_texts(user, ids))
+    ops: list[tuple[Any, ...]] = []
+    for change in changes:
+        if change.op == "stored":
+            fields = texts.get(change.message_id) or fetched.get(change.message_id)
+            if fields is not None:
+                ops.append(
+                    ("add", change.user, change.message_id, fields, change.date, change.folder,
+                     change.read)
+                )  # fmt: skip
+        elif change.op == "updated":
+            ops.append(("set_attrs", change.user, change.message_id, change.folder, change.read))
+        elif change.op == "deleted":
+            ops.append(("delete", change.user, change.message_id))
+    return ops
+
+
+def apply_changes(index: SearchIndex, ops: Sequence[tuple[Any, ...]]) -> None:
+    """Applies :func:`change_ops` output to ``index``: as one write when it has ``apply``
+    (:meth:`sdi.email.lsmindex.LsmSearchIndex.apply`), else one call each. Applying rows
+    again is harmless: an add of a known id replaces its attributes (the text of an id
+    never changes) and the later rows run after it."""
+    apply = getattr(index, "apply", None)
+    if apply is not None:
+        apply(ops)
+        return
+    for op in ops:
+        if op[0] == "add":
+            index.add(*op[1:])
+        elif op[0] == "set_attrs":
+            index.set_attrs(op[1], op[2], folder=op[3], read=op[4])
+        else:
+            index.delete(op[1], op[2])

@@ -29,11 +29,18 @@ that PostgreSQL database instead, which several service processes can share
 with leased claims, each entry is stored once and each row sent by one
 process at a time, :mod:`sdi.email.outgoing`); the tokens and the search
 index stay in each process's data directory: a token works on the process
-whose directory issued it, and a process's search sees the mail it stores
-itself, while mail stored through another process shows up in its search
-only after its next start (which indexes the messages added since; changes
-to older mail made elsewhere, such as moves, need a full rebuild: delete
-``search/``).
+whose directory issued it. Each process keeps its index current by
+following the store's change log (:class:`IndexFollower`): every
+``follow_interval_s`` (0.1 s) it applies the changes logged since its last
+position, whichever process made them (new mail indexed with its stored
+search text, read flags and moves, deletes), so a search through any
+process sees a change made through any other within about a second. Its
+own writes apply the log up to their change at once (read-your-writes, and
+every index applies changes in commit order). A restarted process replays
+what it missed from the log (or checks its whole index when the log was
+trimmed past its position: rows are kept ``change_retention_s``, a day).
+New-mail push stays per process: a WebSocket client hears of the mail that
+its process stores.
 
 An incoming-queue entry whose processing fails (the blob store unreachable,
 say) is retried after ``process_retry_base_s`` (1 s), the wait doubling up to
@@ -76,7 +83,9 @@ import contextlib
 import logging
 import os
 import ssl
+import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,9 +96,15 @@ from sdi.email.lsmindex import LsmSearchIndex
 from sdi.email.outgoing import OutgoingWorkers, RetryPolicy, backoff
 from sdi.email.pipeline import ATTACHMENT_BYTES_MAX, Pipeline
 from sdi.email.push import PushHub
-from sdi.email.search import ScanIndex, SearchIndex
+from sdi.email.search import ScanIndex, SearchIndex, apply_changes, change_ops
 from sdi.email.smtp import HEADER_BYTES_MAX, MESSAGE_BYTES_MAX, SmtpServer
-from sdi.email.store import IncomingEntry, MailStore, check_address
+from sdi.email.store import (
+    CHANGES_LIMIT,
+    ChangeLogTrimmedError,
+    IncomingEntry,
+    MailStore,
+    check_address,
+)
 from sdi.errors import InvalidArgument
 from sdi.runtime import Endpoint, Service, ServiceConfig
 from sdi.runtime.auth import FIRST_TOKEN_FILE, TOKENS_FILE, Authenticator, TokenStore
@@ -102,6 +117,7 @@ __all__ = [
     "DATABASE_FILE",
     "DATABASE_URL_ENV",
     "EmailService",
+    "IndexFollower",
     "create_token",
     "create_user",
     "list_users",
@@ -118,6 +134,11 @@ SEARCH_DIR = "search"
 #: retried after 1 s, then 2 s, 4 s ... at most a minute apart, for as long as it fails.
 PROCESS_RETRY_BASE_S = 1.0
 PROCESS_RETRY_CAP_S = 60.0
+#: How often a process reads the change log of a shared store (seconds).
+FOLLOW_INTERVAL_S = 0.1
+#: How long the change log keeps a change, and how often a process trims it (seconds).
+CHANGE_RETENTION_S = 24 * 3600.0
+CHANGE_TRIM_INTERVAL_S = 60.0
 
 
 #: Where ``database_url`` comes from when it is not given (``--database-url``).
@@ -204,6 +225,144 @@ def _derived(port: int, offset: int, given: int | None) -> int:
     return port + offset if port else 0
 
 
+class IndexFollower:
+    """Keeps a process's search index current with a shared store's change log.
+
+    :meth:`catch_up` (blocking; the service calls it on a worker thread every
+    ``follow_interval_s``, and after each of its own writes) applies the
+    changes logged after :attr:`seq`, in order, whichever process made them.
+    Applying a change twice is harmless (:func:`~sdi.email.search.apply_changes`),
+    so a position lost in a crash only means some changes are applied again.
+    A follower the log was trimmed past checks its whole index against the
+    store (:meth:`~sdi.email.lsmindex.LsmSearchIndex.resync`).
+    """
+
+    def __init__(self, store: MailStore, index: SearchIndex, seq: int) -> None:
+        self.store, self.index = store, index
+        #: The last change applied.
+        self.seq = seq
+        #: Search text of mail this process is storing, by id (saves reading it back).
+        self.texts: dict[int, Mapping[str, str]] = {}
+        #: Changes applied, and full checks run, since the start.
+        self.applied = 0
+        self.resyncs = 0
+        self._lock = threading.Lock()
+
+    def catch_up(self) -> int:
+        """Applies every change logged after :attr:`seq`; how many."""
+        with self._lock:
+            applied = 0
+            while True:
+                try:
+                    changes = self.store.changes_since(self.seq, CHANGES_LIMIT)
+                except ChangeLogTrimmedError as trimmed:
+                    self._resync(trimmed)
+                    continue
+                if not changes:
+                    break
+                apply_changes(self.index, change_ops(changes, self.store, self.texts))
+                self.seq = changes[-1].seq
+                if isinstance(self.index, LsmSearchIndex):
+                    self.index.log_seq = self.seq  # kept in its state file at a clean close
+                applied += len(changes)
+                if len(changes) < CHANGES_LIMIT:
+                    break
+            self.applied += applied
+            return applied
+
+    def _resync(self, trimmed: ChangeLogTrimmedError) -> None:
+        logger.warning(
+            "email: fell behind the change log (%s); checking the whole search index", trimmed
+        )
+        self.resyncs += 1
+        if isinstance(self.index, LsmSearchIndex):
+            self.index.resync(self.store)
+            assert self.index.log_seq is not None
+            self.seq = self.index.log_seq
+            return
+        seq = self.store.last_change_seq()
+        for message in self.store.indexable():  # a scan index: messages deleted meanwhile stay
+            self.index.add(
+                message.user, message.id, message.search, message.date, message.folder,
+                message.read,
+            )  # fmt: skip
+        self.seq = seq
+
+
+class _FollowedIndex:
+    """The index as the service's writers use it when the store keeps a change log: a
+    write after a store change applies the log up to and including that change
+    (:meth:`IndexFollower.catch_up`), so every index applies changes in commit order
+    whichever process made them. If the log cannot be read, the write goes to the
+    index directly (the follower applies the change again later)."""
+
+    def __init__(self, follower: IndexFollower) -> None:
+        self._follower = follower
+        self._index = follower.index
+
+    def add(
+        self,
+        user: str,
+        doc_id: int,
+        fields: Mapping[str, str],
+        date: int,
+        folder: str,
+        read: bool,
+    ) -> None:
+        self.add_many([(user, doc_id, fields, date, folder, read)])
+
+    def add_many(
+        self, messages: Iterable[tuple[str, int, Mapping[str, str], int, str, bool]]
+    ) -> None:
+        messages = list(messages)
+        texts = self._follower.texts
+        for message in messages:
+            texts[int(message[1])] = message[2]
+        try:
+            if self._caught_up():
+                return
+            for message in messages:
+                self._index.add(*message)
+        finally:
+            for message in messages:
+                texts.pop(int(message[1]), None)
+
+    def set_attrs(
+        self, user: str, doc_id: int, *, folder: str | None = None, read: bool | None = None
+    ) -> None:
+        if not self._caught_up():
+            self._index.set_attrs(user, doc_id, folder=folder, read=read)
+
+    def delete(self, user: str, doc_id: int) -> None:
+        if not self._caught_up():
+            self._index.delete(user, doc_id)
+
+    def _caught_up(self) -> bool:
+        try:
+            self._follower.catch_up()
+        except Exception as error:
+            logger.warning("email: cannot follow the change log (%s); indexing directly", error)
+            return False
+        return True
+
+    def search(
+        self,
+        user: str,
+        query: str,
+        *,
+        folder: str | None = None,
+        date_from: int | None = None,
+        date_to: int | None = None,
+        read: bool | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[int]:
+        return self._index.search(
+            user, query, folder=folder, date_from=date_from, date_to=date_to, read=read,
+            limit=limit, before=before,
+        )  # fmt: skip
+
+
 class EmailService(Service):
     """SMTP in, submission, the pipeline, outgoing delivery, HTTP API and push in one process."""
 
@@ -237,6 +396,9 @@ class EmailService(Service):
         blob_gc_grace_s: float = GC_GRACE_S,
         process_retry_base_s: float = PROCESS_RETRY_BASE_S,
         process_retry_cap_s: float = PROCESS_RETRY_CAP_S,
+        follow_interval_s: float = FOLLOW_INTERVAL_S,
+        change_retention_s: float = CHANGE_RETENTION_S,
+        change_trim_interval_s: float = CHANGE_TRIM_INTERVAL_S,
     ) -> None:
         self.domains = frozenset(d.strip().lower() for d in (domains or ["sdi.local"]))
         if not self.domains or not all(self.domains):
@@ -277,6 +439,15 @@ class EmailService(Service):
             raise InvalidArgument("the processing retry needs 0 < base <= cap seconds")
         self.process_retry_base_s = process_retry_base_s
         self.process_retry_cap_s = process_retry_cap_s
+        if follow_interval_s <= 0 or change_retention_s < 0 or change_trim_interval_s <= 0:
+            raise InvalidArgument("the change log's follow and trim intervals must be positive")
+        self.follow_interval_s = follow_interval_s
+        self.change_retention_s = change_retention_s
+        self.change_trim_interval_s = change_trim_interval_s
+        #: Follows the store's change log (a shared PostgreSQL store only).
+        self.follower: IndexFollower | None = None
+        self._follow: asyncio.Task[None] | None = None
+        self._log_start = 0
         # Blobs: local files in the data directory unless blob_url names an S3 bucket.
         if blob_gc_interval_s < 0 or blob_gc_grace_s < 0:
             raise InvalidArgument("the blob GC interval and grace period cannot be negative")
@@ -330,6 +501,7 @@ class EmailService(Service):
         elif isinstance(self.index, LsmSearchIndex):
             self.index.recover(store)
         else:
+            self._log_start = store.last_change_seq() if store.change_log else 0
             for message in store.indexable():
                 self.index.add(
                     message.user, message.id, message.search, message.date, message.folder,
@@ -366,16 +538,22 @@ class EmailService(Service):
         self.store, self.tokens, self.blobs = store, tokens, blobs
         auth = Authenticator("email", store=tokens)
         endpoints: list[Endpoint] = []
+        writes: SearchIndex = self.index
+        if store.change_log:
+            seq = self.index.log_seq if isinstance(self.index, LsmSearchIndex) else None
+            start = self._log_start if seq is None else seq
+            self.follower = IndexFollower(store, self.index, start)
+            writes = _FollowedIndex(self.follower)
         try:
             hub = PushHub(tokens.verify) if self.push_on else None
             self.hub = hub
             self.pipeline = Pipeline(
-                store, blobs, self.index,
+                store, blobs, writes,
                 attachment_bytes_max=self.attachment_bytes_max,
                 on_stored=hub.publish if hub is not None else None,
                 bounce_from=f"mailer-daemon@{self.hostname}",
             )  # fmt: skip
-            api = EmailApi(store, blobs, self.index, auth, self.domains, on_sent=self.wake)
+            api = EmailApi(store, blobs, writes, auth, self.domains, on_sent=self.wake)
             http = HttpServer(api.handle, body_bytes_max=BODY_BYTES_MAX)
             self._servers.append(http)
             port = await http.start(config.host, config.port)
@@ -411,7 +589,7 @@ class EmailService(Service):
                     store, self.domains, mode="submission", tokens=tokens, blobs=blobs, tls=tls,
                     message_bytes_max=self.message_bytes_max,
                     header_bytes_max=self.header_bytes_max, hostname=self.hostname,
-                    on_queued=self._wake_now, index=self.index,
+                    on_queued=self._wake_now, index=writes,
                 )  # fmt: skip
                 self._servers.append(sub)
                 sub_port = await sub.start(
@@ -447,6 +625,8 @@ class EmailService(Service):
             self._dispatcher = asyncio.create_task(self._dispatch())
             if self.blob_gc_interval_s > 0:
                 self._blob_gc = asyncio.create_task(self._collect_blobs())
+            if self.follower is not None:
+                self._follow = asyncio.create_task(self._follow_log(self.follower))
         except BaseException:
             await self.stop()
             raise
@@ -597,6 +777,43 @@ class EmailService(Service):
             except Exception:
                 logger.exception("email: blob garbage collection failed; retrying next time")
 
+    async def _follow_log(self, follower: IndexFollower) -> None:
+        """Applies the change log to the index every ``follow_interval_s`` and trims it every
+        ``change_trim_interval_s``, on worker threads."""
+        assert self.store is not None
+        store = self.store
+        failures = 0
+        next_trim = time.monotonic()
+
+        def step(trim: bool) -> None:
+            follower.catch_up()
+            if trim:
+                dropped = store.trim_changes(time.time() - self.change_retention_s)
+                if dropped:
+                    logger.info("email: trimmed %d change(s) from the change log", dropped)
+
+        while True:
+            trim = time.monotonic() >= next_trim
+            future = asyncio.ensure_future(asyncio.to_thread(step, trim))
+            delay = self.follow_interval_s
+            try:
+                await asyncio.shield(future)
+                failures = 0
+                if trim:
+                    next_trim = time.monotonic() + self.change_trim_interval_s
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await future  # a batch being applied finishes before the index closes
+                raise
+            except Exception as error:
+                failures += 1
+                delay = backoff(failures, 0.5, 10.0)
+                logger.warning(
+                    "email: cannot follow the change log (%s); trying again in %.1f s",
+                    error, delay,
+                )  # fmt: skip
+            await asyncio.sleep(delay)
+
     async def stop(self) -> None:
         for server in self._servers:
             await server.stop()
@@ -608,6 +825,8 @@ class EmailService(Service):
         self._dispatcher = None
         await cancel_and_wait(self._blob_gc)
         self._blob_gc = None
+        await cancel_and_wait(self._follow)
+        self._follow = None
         for _ in range(200):  # entries being stored finish (they run on threads)
             if self._processing <= 0:
                 break

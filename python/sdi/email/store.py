@@ -29,7 +29,20 @@ is stored as U+FFFD. Between processes sharing PostgreSQL:
   :meth:`MailStore.claim_incoming` hands entries out with ``FOR UPDATE SKIP
   LOCKED`` and a lease, so processes do not even parse the same entry twice;
 * the outgoing queue: :meth:`MailStore.due_outgoing` with a ``lease`` claims
-  the rows it returns the same way.
+  the rows it returns the same way;
+* the change log: each process has its own search index, so every change to
+  a message (stored, marked read or unread, moved, deleted) also appends a
+  row to ``message_changes`` in the same transaction, and each process
+  follows that log (:meth:`MailStore.changes_since`) to apply the changes
+  made through the others. The row is appended last, under a
+  transaction-scoped advisory lock held until the commit, so ``seq``
+  follows commit order: a follower that saw ``seq`` 7 has seen every change
+  committed before it (a rolled-back writer leaves a gap, never a late row).
+  Rows older than a retention are dropped (:meth:`MailStore.trim_changes`);
+  a follower still behind them gets :class:`ChangeLogTrimmedError` and checks its
+  whole index against the store instead. On SQLite one process owns the
+  file and indexes every change it makes, so the log is off there by
+  default (``change_log=True`` turns it on, with the same behaviour).
 
 **Sharding by user** (not built): since every per-user query names the
 user, a router would map ``hash(user) -> shard`` (one PostgreSQL database
@@ -76,12 +89,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdi.errors import InvalidArgument
+from sdi.errors import InvalidArgument, SdiError
 from sdi.runtime import sql
 from sdi.runtime.sql import Connection, ConstraintError
 
 __all__ = [
     "STANDARD_FOLDERS",
+    "Change",
+    "ChangeLogTrimmedError",
     "IncomingEntry",
     "MailStore",
     "NewMessage",
@@ -95,6 +110,8 @@ STANDARD_FOLDERS = ("inbox", "sent", "drafts", "spam", "trash")
 ADDRESS_CHARS_MAX = 254
 #: How long :meth:`MailStore.claim_incoming` keeps an entry from other claimers (seconds).
 INCOMING_LEASE_S = 60.0
+#: Changes one :meth:`MailStore.changes_since` call returns at most.
+CHANGES_LIMIT = 1000
 _ADDRESS = re.compile(r"[^\s@<>()\[\],;:\\\"]+@[^\s@<>()\[\],;:\\\"]+\.[^\s@<>()\[\],;:\\\"]+")
 _FOLDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -163,6 +180,21 @@ CREATE TABLE IF NOT EXISTS outgoing (
     created {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outgoing_due ON outgoing (state, next_attempt);
+CREATE TABLE IF NOT EXISTS message_changes (
+    seq {serial},
+    op TEXT NOT NULL,
+    "user" TEXT NOT NULL,
+    message_id {int64} NOT NULL,
+    folder TEXT NOT NULL,
+    read INTEGER NOT NULL,
+    date {int64} NOT NULL,
+    at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_changes_by_time ON message_changes (at);
+CREATE TABLE IF NOT EXISTS message_changes_trimmed (
+    id INTEGER PRIMARY KEY,
+    upto {int64} NOT NULL
+);
 """
 #: Columns later versions added, with their definitions (for SQLite files made before).
 _ADDED_COLUMNS = {"incoming": {"claimed_until": "REAL NOT NULL DEFAULT 0"}}
@@ -210,6 +242,30 @@ class StoredMessage:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One row of the change log: message ``message_id`` of ``user`` was ``op``
+    (``"stored"``, ``"updated"``: marked read or unread or moved, or ``"deleted"``);
+    ``folder``, ``read`` and ``date`` are the message's after the change (empty,
+    false and 0 for a delete)."""
+
+    seq: int
+    op: str
+    user: str
+    message_id: int
+    folder: str
+    read: bool
+    date: int
+
+
+class ChangeLogTrimmedError(SdiError):
+    """:meth:`MailStore.changes_since` was asked for changes the log no longer has."""
+
+    def __init__(self, seq: int, trimmed: int) -> None:
+        super().__init__(f"the change log was trimmed up to {trimmed}, past {seq}")
+        self.seq, self.trimmed = seq, trimmed
+
+
+@dataclass(frozen=True)
 class IncomingEntry:
     id: int
     mail_from: str
@@ -245,6 +301,9 @@ _OUTGOING_COLUMNS = 'id, "user", mail_from, rcpt, blob, state, attempts, next_at
 _INSERT_INCOMING = "INSERT INTO incoming (mail_from, rcpts, data, received) VALUES (?, ?, ?, ?)"
 _FOLDER_EXISTS = 'SELECT 1 FROM folders WHERE "user" = ? AND id = ?'
 _COUNT = 'UPDATE folders SET total = total + ?, unread = unread + ? WHERE "user" = ? AND id = ?'
+_CHANGE_COLUMNS = 'op, "user", message_id, folder, read, date'
+#: The advisory lock a PostgreSQL writer takes just before appending to the change log.
+_CHANGES_LOCK = sql.lock_id("sdi-email-changes")
 
 
 def _rows(query: str, args: tuple[Any, ...], db: Connection) -> list[tuple[Any, ...]]:
@@ -313,7 +372,12 @@ class MailStore:
     """
 
     def __init__(
-        self, path: Path | str, *, pool_size: int = 8, connect_timeout: float = 5.0
+        self,
+        path: Path | str,
+        *,
+        pool_size: int = 8,
+        connect_timeout: float = 5.0,
+        change_log: bool | None = None,
     ) -> None:
         self.path = path
         #: SQLite only: incoming entries claimed by this process, with their lease ends.
@@ -326,6 +390,9 @@ class MailStore:
             application_name="sdi-email",
             nul="\ufffd",
         )
+        #: Whether message changes are logged (:meth:`changes_since`): by default on
+        #: PostgreSQL only (processes sharing it follow the log; see the module docs).
+        self.change_log = self._db.dialect is not sql.SQLITE if change_log is None else change_log
         try:
             self._db.setup(_SCHEMA, lock="sdi-email-schema")
             if self._db.dialect is sql.SQLITE:
@@ -522,6 +589,7 @@ class MailStore:
                 for i, message in enumerate(messages)
             ]
             counts.apply(db)
+            self._log(db, [("stored", m.user, m.id, m.folder, m.read, m.date) for m in stored])
             return stored
 
         stored = self._db.write(deliver)
@@ -609,13 +677,13 @@ class MailStore:
 
         def update(db: Connection) -> bool:
             row = db.row(
-                f'SELECT folder, read FROM messages WHERE "user" = ? AND id = ?'
+                f'SELECT folder, read, date FROM messages WHERE "user" = ? AND id = ?'
                 f"{db.dialect.for_update}",
                 (user, message_id),
             )
             if row is None:
                 return False
-            old_folder, old_read = str(row[0]), bool(row[1])
+            old_folder, old_read, date = str(row[0]), bool(row[1]), int(row[2])
             new_folder = old_folder if folder is None else folder
             new_read = old_read if read is None else bool(read)
             if new_folder != old_folder and not db.row(_FOLDER_EXISTS, (user, new_folder)):
@@ -628,6 +696,8 @@ class MailStore:
             counts.add(user, old_folder, -1, old_read)
             counts.add(user, new_folder, 1, new_read)
             counts.apply(db)
+            if (new_folder, new_read) != (old_folder, old_read):
+                self._log(db, [("updated", user, message_id, new_folder, new_read, date)])
             return True
 
         if not self._db.write(update):
@@ -647,6 +717,7 @@ class MailStore:
             counts = _Counts()
             counts.add(user, str(row[0]), -1, bool(row[1]))
             counts.apply(db)
+            self._log(db, [("deleted", user, message_id, "", False, 0)])
             return True
 
         return self._db.write(delete)
@@ -730,6 +801,76 @@ class MailStore:
             out.update((int(r[0]), json.loads(r[1])) for r in rows)
         return out
 
+    # -- the change log
+
+    def _log(self, db: Connection, changes: list[tuple[str, str, int, str, bool, int]]) -> None:
+        """Appends ``(op, user, message_id, folder, read, date)`` rows to the change log, as
+        the last statements of the writer's transaction (see the module docs)."""
+        if not self.change_log or not changes:
+            return
+        if db.dialect is not sql.SQLITE:  # held until the commit: seqs follow commit order
+            db.run("SELECT pg_advisory_xact_lock(CAST(? AS BIGINT))", (_CHANGES_LOCK,))
+        now = time.time()
+        for op, user, message_id, folder, read, date in changes:
+            db.run(
+                f"INSERT INTO message_changes ({_CHANGE_COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (op, user, message_id, folder, int(read), date, now),
+            )
+
+    def last_change_seq(self) -> int:
+        """The ``seq`` of the latest committed change (0 for none): an index checked
+        against the store after this call has seen every change up to it."""
+
+        def last(db: Connection) -> int:
+            top = db.value("SELECT max(seq) FROM message_changes")
+            trimmed = db.value("SELECT upto FROM message_changes_trimmed WHERE id = 1")
+            return max(int(top or 0), int(trimmed or 0))
+
+        return self._db.read(last)
+
+    def changes_since(self, seq: int, limit: int = CHANGES_LIMIT) -> list[Change]:
+        """The changes after ``seq``, oldest first, at most ``limit`` of them;
+        :class:`ChangeLogTrimmedError` if some of them were trimmed away."""
+
+        def read(db: Connection) -> tuple[list[tuple[Any, ...]], Any]:
+            rows = db.rows(
+                f"SELECT seq, {_CHANGE_COLUMNS} FROM message_changes WHERE seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+            # Read after the rows: a trim in between is seen (and at worst makes the
+            # caller check its whole index for nothing), never missed.
+            return rows, db.value("SELECT upto FROM message_changes_trimmed WHERE id = 1")
+
+        rows, trimmed = self._db.read(read)
+        if trimmed is not None and int(trimmed) > seq:
+            raise ChangeLogTrimmedError(seq, int(trimmed))
+        return [Change(int(r[0]), r[1], r[2], int(r[3]), r[4], bool(r[5]), int(r[6])) for r in rows]
+
+    def trim_changes(self, before: float) -> int:
+        """Drops the changes logged before time ``before`` (Unix seconds); how many.
+        A follower behind them gets :class:`ChangeLogTrimmedError` from :meth:`changes_since`."""
+
+        def trim(db: Connection) -> int:
+            upto = db.value("SELECT max(seq) FROM message_changes WHERE at < ?", (before,))
+            if upto is None:
+                return 0
+            dropped = db.run("DELETE FROM message_changes WHERE seq <= ?", (upto,))
+            db.run(
+                "INSERT INTO message_changes_trimmed (id, upto) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET upto = CASE WHEN excluded.upto >"
+                " message_changes_trimmed.upto THEN excluded.upto"
+                " ELSE message_changes_trimmed.upto END",
+                (int(upto),),
+            )
+            return dropped
+
+        return self._db.write(trim)
+
+    def change_count(self) -> int:
+        """How many rows the change log holds."""
+        return int(self._db.read(lambda db: db.value("SELECT count(*) FROM message_changes")))
+
     # -- sending and the outgoing queue
 
     def submit(
@@ -760,6 +901,9 @@ class MailStore:
                 for user, mail_from, rcpt, blob in remote
             ]
             counts.apply(db)
+            if stored is not None:
+                logged = (stored.user, stored.id, stored.folder, stored.read, stored.date)
+                self._log(db, [("stored", *logged)])
             return stored, entry, ids
 
         return self._db.write(record)

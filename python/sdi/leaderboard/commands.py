@@ -20,9 +20,13 @@ as Redis writes them (:func:`format_score`) in RESP2 and doubles in RESP3,
 ``WITHSCORES`` replies are flat in RESP2 and pairs in RESP3. Only sorted sets
 are stored, so ``WRONGTYPE`` never happens and the commands of other types
 are unknown. Expired keys vanish on access and by the server's sweep. The
-blocking ``BZPOPMIN``, ``BZPOPMAX`` and ``BZMPOP`` are not served. One
-byte-level difference clients do not see: a ``ZMPOP`` that finds nothing
-replies ``$-1`` in RESP2 where Redis sends ``*-1`` (both are nil). One
+blocking ``BZPOPMIN``, ``BZPOPMAX`` and ``BZMPOP`` wait on the connection
+(:meth:`sdi.runtime.respserver.RespServer.block`): clients blocked on a key
+are woken in arrival order when it gets members, inside ``MULTI`` they do
+not wait, and one that disconnects while it waits takes nothing. One
+byte-level difference clients do not see: a ``ZMPOP`` or blocking pop that
+finds nothing replies ``$-1`` in RESP2 where Redis sends ``*-1`` (both are
+nil). One
 deliberate difference: ``ZRANDMEMBER`` with a negative count (members may
 repeat) returns at most :data:`RANDMEMBER_REPLY_MAX` members and refuses
 more, where Redis would build a reply of any size.
@@ -37,6 +41,9 @@ same keyspace whenever it is replayed.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import math
 import random
 import re
@@ -111,6 +118,16 @@ def _error(error: InvalidArgument | LimitExceeded) -> RespError:
 
 def _name(argv: list[bytes]) -> str:
     return argv[0].decode("utf-8", "replace").lower()
+
+
+def _timeout(argument: bytes) -> float:
+    """A blocking command's timeout in seconds, checked with Redis's messages (0: none)."""
+    value = parse_float(argument, "ERR timeout is not a float or out of range")
+    # Redis turns the seconds into a millisecond count; one past the 64-bit range
+    # wraps, and 7.0 then calls it negative.
+    if value < 0 or value * 1000 > 2**63 - 1:
+        raise RespError("ERR timeout is negative")
+    return value
 
 
 def _positive(argument: bytes) -> int:
@@ -200,6 +217,17 @@ class ZSetCommands:
         self.random = rng or random.Random()
         #: A set that is never changed: bounds are checked against it for missing keys.
         self._empty = ZSet()
+        #: Clients blocked on each key (BZPOPMIN, BZPOPMAX, BZMPOP), in arrival order.
+        self._blocked: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
+        keyspace.on_ready = self.key_ready
+
+    def key_ready(self, key: bytes) -> None:
+        """Wakes the first client blocked on ``key`` (it pops, then wakes the next if
+        anything is left)."""
+        for waiter in self._blocked.get(key, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     # --- writes -------------------------------------------------------------------------
 
@@ -459,6 +487,88 @@ class ZSetCommands:
             protocol = client.protocol
             return [key, [[member, _score(score, protocol)] for member, score in popped]]
         return None
+
+    # --- blocking pops --------------------------------------------------------------------
+
+    async def bzpopmin(self, client: Client, argv: list[bytes]) -> Reply:
+        return await self._blocking_pop(client, argv, highest=False)
+
+    async def bzpopmax(self, client: Client, argv: list[bytes]) -> Reply:
+        return await self._blocking_pop(client, argv, highest=True)
+
+    async def _blocking_pop(self, client: Client, argv: list[bytes], *, highest: bool) -> Reply:
+        """``BZPOPMIN|BZPOPMAX key [key ...] timeout``: ``[key, member, score]`` from the first
+        non-empty key, waiting up to ``timeout`` seconds (0: for ever) for one; nil on
+        timeout. Logged as ``ZPOPMIN|ZPOPMAX key``, as Redis propagates it."""
+        timeout = _timeout(argv[-1])
+        keys = argv[1:-1]
+        name = b"ZPOPMAX" if highest else b"ZPOPMIN"
+
+        def attempt() -> Reply:
+            for key in keys:
+                zset = self.keyspace.get(key)
+                if zset is None:
+                    continue
+                member, score = zset.pop(1, max=highest)[0]
+                self.keyspace.drop_if_empty(key, zset)
+                self.propagate([name, key])
+                if key in self.keyspace.data:
+                    self.key_ready(key)
+                return [key, member, _score(score, client.protocol)]
+            return None
+
+        return await self._block(client, keys, timeout, attempt)
+
+    async def bzmpop(self, client: Client, argv: list[bytes]) -> Reply:
+        """``BZMPOP timeout numkeys key [key ...] MIN|MAX [COUNT count]``: ZMPOP, waiting up
+        to ``timeout`` seconds (0: for ever) for a non-empty key; nil on timeout."""
+        timeout = _timeout(argv[1])
+        inner = [b"ZMPOP", *argv[2:]]
+        first = self.zmpop(client, inner)  # checks the arguments before any wait
+        if first is not None:
+            return first
+        numkeys = parse_int(argv[2])
+        return await self._block(
+            client, argv[3 : 3 + numkeys], timeout, lambda: self.zmpop(client, inner)
+        )
+
+    async def _block(
+        self, client: Client, keys: list[bytes], timeout: float, attempt: Callable[[], Reply]
+    ) -> Reply:
+        """``attempt()`` now, then each time a key is ready, until it answers or the time
+        is up (nil). Inside MULTI/EXEC, or for a client not on a connection, it does not
+        wait (as Redis does not)."""
+        reply = attempt()
+        if reply is not None or client.executing or client.reader is None:
+            return reply
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout == 0 else loop.time() + timeout
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            for key in keys:
+                self._blocked.setdefault(key, collections.deque()).append(waiter)
+            answered = False
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                if not await client.server.block(client, waiter, remaining):
+                    return None
+                reply = attempt()
+                answered = reply is not None
+            finally:
+                for key in keys:
+                    waiters = self._blocked.get(key)
+                    if waiters is not None:
+                        with contextlib.suppress(ValueError):
+                            waiters.remove(waiter)
+                        if not waiters:
+                            del self._blocked[key]
+                if waiter.done() and not answered:
+                    # Woken but gone, or too late: pass the wake-up on.
+                    for key in keys:
+                        if key in self.keyspace.data:
+                            self.key_ready(key)
+            if answered:
+                return reply
 
     # --- reads --------------------------------------------------------------------------
 
@@ -1048,6 +1158,15 @@ def _command_table(handlers: ZSetCommands) -> dict[str, Command]:
         "zrangestore": Command(handlers.zrangestore, -5, write, 1, 2, 1, z, "Store a range"),
         "zmpop": Command(
             handlers.zmpop, -4, ("write", "movablekeys"), 0, 0, 0, z, "Pop from the first set"
+        ),
+        "bzpopmin": Command(
+            handlers.bzpopmin, -3, ("write", "blocking", "fast"), 1, -2, 1, z, "Pop or wait"
+        ),
+        "bzpopmax": Command(
+            handlers.bzpopmax, -3, ("write", "blocking", "fast"), 1, -2, 1, z, "Pop or wait"
+        ),
+        "bzmpop": Command(
+            handlers.bzmpop, -5, ("write", "blocking", "movablekeys"), 0, 0, 0, z, "ZMPOP or wait"
         ),
         "zscan": Command(handlers.zscan, -3, read, 1, 1, 1, z, "Iterate members"),
         "del": Command(handlers.delete, -2, ("write",), 1, -1, 1, k, "Delete keys"),

@@ -70,6 +70,8 @@ class Keyspace:
         self.expires: dict[bytes, int] = {}
         self.clock = clock
         self.on_expire = on_expire
+        #: Called with a key that now holds a set (clients blocked on it may pop).
+        self.on_ready: Callable[[bytes], None] | None = None
         #: While set (replaying the log) nothing expires.
         self.loading = False
         #: Keys removed by expiry since start (INFO's ``expired_keys``).
@@ -107,6 +109,8 @@ class Keyspace:
         zset = ZSet()
         self.data[key] = zset
         self._version += 1
+        if self.on_ready is not None:
+            self.on_ready(key)  # the waiters run later, once the caller has filled it
         return zset
 
     def store(self, key: bytes, zset: ZSet) -> None:
@@ -115,6 +119,8 @@ class Keyspace:
             self._version += 1
         self.data[key] = zset
         self.expires.pop(key, None)
+        if self.on_ready is not None:
+            self.on_ready(key)
 
     def delete(self, key: bytes) -> bool:
         """Removes ``key`` (expired or not); whether it was there."""

@@ -150,7 +150,9 @@ class LeaderboardServer:
         fails its checksum or a log does not parse.
         """
         if self.data_dir is not None:
-            self._recover(self.data_dir)
+            # Nothing is served yet, so nothing else touches the keyspace; a worker
+            # thread keeps a long replay from stalling other services on this loop.
+            await asyncio.to_thread(self._recover, self.data_dir)
         bound = await self.resp.start(host, port)
         self._cron_task = asyncio.create_task(self._cron(), name="sdi-leaderboard-cron")
         self._started = True
@@ -181,6 +183,8 @@ class LeaderboardServer:
         command = self.commands.get(argv[0].lower().decode("latin-1"))
         if command is None:
             raise RespError(f"ERR unknown command '{argv[0][:64].decode('latin-1')}'")
+        if "blocking" in command.flags:
+            raise RespError("ERR blocking commands are for network clients; use ZPOPMIN/ZMPOP")
         if self._local is None:
             self._local = Client(self.resp, 0, "local", "local")
         return command.handler(self._local, argv)

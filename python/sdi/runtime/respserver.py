@@ -82,6 +82,7 @@ __all__ = [
     "SYNTAX_ERROR",
     "WRONGTYPE",
     "Client",
+    "ClientGoneError",
     "Command",
     "Handler",
     "Reply",
@@ -113,6 +114,10 @@ REPLY_BATCH = 1024
 
 #: What a handler returns: anything :func:`sdi.resp.encode_reply` encodes.
 Reply: TypeAlias = Any
+
+
+class ClientGoneError(Exception):
+    """Raised by :meth:`RespServer.block` when the client disconnects while it waits."""
 
 
 class RespError(Exception):
@@ -194,6 +199,8 @@ class Client:
         "closing",
         "created",
         "db",
+        "eof",
+        "executing",
         "id",
         "last_command",
         "lib_name",
@@ -203,7 +210,10 @@ class Client:
         "multi_failed",
         "name",
         "protocol",
+        "pushback",
+        "reader",
         "server",
+        "task",
     )
 
     def __init__(self, server: RespServer, client_id: int, address: str, local_address: str):
@@ -225,6 +235,15 @@ class Client:
         self.multi: list[list[bytes]] | None = None
         #: A command queued since MULTI was refused (unknown, wrong arity): EXEC aborts.
         self.multi_failed = False
+        #: Running EXEC's queue: blocking commands do not block (as in Redis).
+        self.executing = False
+        #: The connection's reader and task (None for a client made in-process).
+        self.reader: asyncio.StreamReader | None = None
+        self.task: asyncio.Task[None] | None = None
+        #: Bytes read while a blocking command waited; parsed once it is done.
+        self.pushback = bytearray()
+        #: The peer closed the connection (seen while a blocking command waited).
+        self.eof = False
 
     def info_line(self) -> str:
         """This client as a line of ``CLIENT INFO`` / ``CLIENT LIST``."""
@@ -410,12 +429,13 @@ class RespServer:
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
         client = Client(self, next(self._ids), _address(peer), _address(local))
+        client.reader, client.task = reader, task
         self._connections[task] = client
         self.connections_received += 1
         try:
             await self._serve(reader, writer, client, task)
-        except (ConnectionError, asyncio.CancelledError, TimeoutError):
-            pass  # stop() ends idle connections by cancelling them
+        except (ConnectionError, asyncio.CancelledError, TimeoutError, ClientGoneError):
+            pass  # stop() ends idle (and blocked) connections by cancelling them
         finally:
             self._connections.pop(task, None)
             self._busy.discard(task)
@@ -432,7 +452,13 @@ class RespServer:
     ) -> None:
         parser = CommandParser(**self._limits)
         while not self._stopping:
-            data = await reader.read(READ_BYTES)
+            if client.pushback:  # read while a blocking command waited
+                data = bytes(client.pushback)
+                client.pushback.clear()
+            elif client.eof:
+                return
+            else:
+                data = await reader.read(READ_BYTES)
             if not data:
                 return
             self._busy.add(task)
@@ -483,6 +509,8 @@ class RespServer:
                         reply = await self._exec(client)
             except RespError as error:
                 reply = ReplyError(error.message)
+            except ClientGoneError:
+                raise  # nobody to answer
             except Exception:
                 logger.exception("RESP command %r failed", argv[0][:64])
                 reply = ReplyError("ERR internal error")
@@ -510,20 +538,81 @@ class RespServer:
         if failed:
             raise RespError("EXECABORT Transaction discarded because of previous errors.")
         replies: list[Reply] = []
-        for argv in queued:
-            name, command, is_async = self._table[argv[0].lower()]
-            try:
-                client.last_command = name
-                reply = command.handler(client, argv)
-                if is_async:
-                    reply = await reply
-            except RespError as error:
-                reply = ReplyError(error.message)
-            except Exception:
-                logger.exception("RESP command %r failed", argv[0][:64])
-                reply = ReplyError("ERR internal error")
-            replies.append(reply)
+        client.executing = True
+        try:
+            for argv in queued:
+                name, command, is_async = self._table[argv[0].lower()]
+                try:
+                    client.last_command = name
+                    reply = command.handler(client, argv)
+                    if is_async:
+                        reply = await reply
+                except RespError as error:
+                    reply = ReplyError(error.message)
+                except Exception:
+                    logger.exception("RESP command %r failed", argv[0][:64])
+                    reply = ReplyError("ERR internal error")
+                replies.append(reply)
+        finally:
+            client.executing = False
         return replies
+
+    async def block(
+        self, client: Client, ready: asyncio.Future[None], timeout: float | None
+    ) -> bool:
+        """For a blocking command: waits until ``ready`` is done (True) or ``timeout``
+        seconds pass (False; None waits for ever). Raises :class:`ClientGoneError` if the
+        client disconnects meanwhile, so the command takes nothing it cannot deliver.
+
+        The connection is read while it waits (that is how a disconnect shows);
+        commands the client pipelines behind the blocking one are kept and run after
+        it, up to the query buffer limit. A waiting client does not hold up
+        :meth:`stop`, which ends it as it ends idle connections.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        task = client.task
+        if task is not None:
+            self._busy.discard(task)
+        read: asyncio.Future[bytes] | None = None
+        try:
+            while not ready.done():
+                if (
+                    read is None
+                    and client.reader is not None
+                    and not client.eof
+                    and len(client.pushback) < self._limits["buffer_bytes_max"]
+                ):
+                    read = asyncio.ensure_future(client.reader.read(READ_BYTES))
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return False
+                waits: set[asyncio.Future[Any]] = {ready} if read is None else {ready, read}
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if read is not None and read.done():
+                    try:
+                        data = read.result()
+                    except OSError:  # reset by the peer
+                        data = b""
+                    read = None
+                    if not data:
+                        client.eof = True
+                        raise ClientGoneError
+                    client.pushback += data
+            return True
+        finally:
+            if read is not None:
+                if read.done() and not read.cancelled() and read.exception() is None:
+                    data = read.result()
+                    client.pushback += data
+                    client.eof = client.eof or not data
+                else:
+                    # Let the cancelled read finish, or the next read of the
+                    # connection finds the stream still claimed by it.
+                    read.cancel()
+                    await asyncio.wait([read])
+            if task is not None and not self._stopping:
+                self._busy.add(task)
 
     @staticmethod
     def _encode(replies: list[Reply], protocol: int) -> bytes:
