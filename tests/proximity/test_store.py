@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from sdi.errors import InvalidArgument
-from sdi.proximity.store import Business, BusinessFields, BusinessStore, parse_business
+from sdi.proximity.store import (
+    Business,
+    BusinessFields,
+    BusinessStore,
+    StoreUnavailableError,
+    parse_business,
+)
 from sdi.testing import servers
 from sdi.testing.servers import PostgresServer
 
@@ -220,3 +226,15 @@ def test_sqlite_data_survives_reopening(tmp_path: Path) -> None:
         assert store.create(CAFE).id == cafe.id + 1
     finally:
         store.close()
+
+
+def test_an_unreachable_or_closed_store_is_unavailable(tmp_path: Path) -> None:
+    """Both are a StoreUnavailableError, which the API answers with 503."""
+    pytest.importorskip("psycopg")
+    url = f"postgresql://postgres@127.0.0.1:{servers.free_port()}/sdi"
+    with pytest.raises(StoreUnavailableError, match="unavailable"):
+        BusinessStore(url, connect_timeout=1)
+    store = BusinessStore(tmp_path / "b.sqlite")
+    store.close()
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        store.count()

@@ -28,12 +28,13 @@ default: WAL, ``synchronous=FULL``, one process per file).
 ``Metadata("postgresql://user@host:port/dbname")`` keeps it in PostgreSQL
 instead, which several S3 API servers can share (the scale-out option; it
 needs the driver: ``pip install 'psycopg[binary]'``). Both run the same SQL
-through a small dialect layer (placeholders, locking clauses, schema types,
-migrations) and behave the same, with one exception: PostgreSQL text cannot
-hold the NUL character, so there a key (or prefix, marker, ...) holding
-``"\\x00"`` is refused with ``InvalidArgument`` (400). :class:`Metadata` says
-how concurrent servers stay consistent and what a caller sees when the
-database is unreachable (``ServiceUnavailable``, 503).
+through :mod:`sdi.runtime.sql` (placeholders, locking clauses, schema types,
+pooled connections, retried deadlocks) and behave the same, with one
+exception: PostgreSQL text cannot hold the NUL character, so there a key (or
+prefix, marker, ...) holding ``"\\x00"`` is refused with ``InvalidArgument``
+(400). :class:`Metadata` says how concurrent servers stay consistent and
+what a caller sees when the database is unreachable (``ServiceUnavailable``,
+503).
 
 >>> store = Metadata(":memory:")
 >>> store.create_bucket("photos", owner="sdi")
@@ -50,26 +51,22 @@ database is unreachable (``ServiceUnavailable``, 503).
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import itertools
 import json
-import random
 import re
 import secrets
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sdi.errors import SdiError
-
-if TYPE_CHECKING:
-    import psycopg
+from sdi.runtime import sql
+from sdi.runtime.sql import POSTGRES_URL_SCHEMES, Connection
 
 __all__ = [
     "KEY_BYTES_MAX",
@@ -95,24 +92,22 @@ NULL_VERSION = "null"
 #: S3's limits on multipart uploads.
 PART_NUMBER_MAX = 10_000
 PART_BYTES_MIN = 5 << 20
-#: What a PostgreSQL URL given to :class:`Metadata` starts with (anything else is a SQLite path).
-POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
 
-#: The schema, for either dialect: ``{name}`` is a text column compared in
-#: UTF-8 byte order (SQLite's TEXT does that; PostgreSQL needs ``COLLATE "C"``),
-#: ``{int64}`` a 64-bit integer (SQLite's INTEGER is one; PostgreSQL's BIGINT).
+#: The schema, for either dialect (:mod:`sdi.runtime.sql`): ``{key}`` is a text
+#: column compared in UTF-8 byte order (SQLite's TEXT does that; PostgreSQL needs
+#: ``COLLATE "C"``), ``{int64}`` a 64-bit integer (SQLite's INTEGER; PostgreSQL's BIGINT).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
-    name {name} PRIMARY KEY,
+    name {key} PRIMARY KEY,
     owner TEXT NOT NULL,
     created_ms {int64} NOT NULL,
     versioning TEXT NOT NULL DEFAULT 'Unversioned',
     durability TEXT NOT NULL DEFAULT 'replicas-1'
 );
 CREATE TABLE IF NOT EXISTS objects (
-    bucket {name} NOT NULL,
-    key {name} NOT NULL,
-    version_id {name} NOT NULL,
+    bucket {key} NOT NULL,
+    key {key} NOT NULL,
+    version_id {key} NOT NULL,
     is_latest INTEGER NOT NULL,
     delete_marker INTEGER NOT NULL DEFAULT 0,
     size {int64} NOT NULL,
@@ -127,16 +122,16 @@ CREATE TABLE IF NOT EXISTS objects (
 );
 CREATE INDEX IF NOT EXISTS objects_latest ON objects (bucket, is_latest, key);
 CREATE TABLE IF NOT EXISTS uploads (
-    upload_id {name} PRIMARY KEY,
-    bucket {name} NOT NULL,
-    key {name} NOT NULL,
+    upload_id {key} PRIMARY KEY,
+    bucket {key} NOT NULL,
+    key {key} NOT NULL,
     content_type TEXT NOT NULL,
     user_meta TEXT NOT NULL,
     created_ms {int64} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, key, upload_id);
 CREATE TABLE IF NOT EXISTS parts (
-    upload_id {name} NOT NULL,
+    upload_id {key} NOT NULL,
     part_number INTEGER NOT NULL,
     data_id TEXT NOT NULL,
     size {int64} NOT NULL,
@@ -145,8 +140,6 @@ CREATE TABLE IF NOT EXISTS parts (
     PRIMARY KEY (upload_id, part_number)
 );
 """
-_SQLITE_TYPES = {"name": "TEXT", "int64": "INTEGER"}
-_POSTGRES_TYPES = {"name": 'TEXT COLLATE "C"', "int64": "BIGINT"}
 #: Columns later versions of the schema added, with their definitions (for old files).
 _ADDED_COLUMNS = {
     "objects": {"parts": "TEXT", "seq": "{int64} NOT NULL DEFAULT 0"},
@@ -159,6 +152,19 @@ _POSTGRES_EXTRA = (
     "CREATE SEQUENCE IF NOT EXISTS objects_seq AS BIGINT",
     "CREATE UNIQUE INDEX IF NOT EXISTS objects_one_latest ON objects (bucket, key)"
     " WHERE is_latest = 1",
+)
+#: PostgreSQL's whole schema, created or updated in one transaction.
+_POSTGRES_SCHEMA = ";\n".join(
+    [
+        _SCHEMA,
+        *(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {definition}"
+            for table, added in _ADDED_COLUMNS.items()
+            for name, definition in added.items()
+        ),
+        _VERSIONS_INDEX,
+        *_POSTGRES_EXTRA,
+    ]
 )
 #: After the latest version of a key is deleted: the newest remaining one becomes the latest.
 _PROMOTE_NEWEST = (
@@ -385,8 +391,6 @@ def _no_such_upload() -> S3Error:
 
 
 _T = TypeVar("_T")
-#: How often a PostgreSQL transaction that lost a deadlock or serialisation race is retried.
-_TRANSACTION_ATTEMPTS = 5
 
 
 def _unavailable(reason: str) -> S3Error:
@@ -407,369 +411,24 @@ def _nul_refused() -> S3Error:
     )
 
 
+@contextlib.contextmanager
+def _s3_errors() -> Iterator[None]:
+    """The database layer's errors as S3 answers: 503 unavailable, 400 for NUL in text."""
+    try:
+        yield
+    except sql.DatabaseUnavailableError as error:
+        raise _unavailable(error.reason) from error
+    except sql.NulTextError as error:
+        raise _nul_refused() from error
+
+
 def _lock_id(text: str) -> int:
     """A signed 64-bit PostgreSQL advisory lock id for ``text`` (collisions only serialise)."""
-    digest = hashlib.blake2b(
-        text.encode("utf-8", "surrogatepass"), digest_size=8, person=b"sdi-meta"
-    ).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return sql.lock_id(text, namespace=b"sdi-meta")
 
 
 _SCHEMA_LOCK = _lock_id("schema")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-class _Conn:
-    """One database connection as the store's queries see it (``?`` placeholders)."""
-
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def row(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
-        raise NotImplementedError
-
-    def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        """Runs a statement; how many rows it changed."""
-        raise NotImplementedError
-
-
-class _Backend:
-    """A dialect and the connections to one database.
-
-    ``read`` and ``write`` run a function with a connection, ``write`` inside
-    one transaction (committed when the function returns, rolled back when
-    it raises); the ``*_lock`` suffixes end a SELECT to lock the rows it
-    reads until the transaction ends (empty where writers are serialised
-    anyway).
-    """
-
-    name = ""
-    #: Keeps the row from being deleted or its key changed (buckets a write adds under).
-    share_lock = ""
-    #: Locks the row against every other writer (an upload being completed or aborted).
-    update_lock = ""
-    #: As ``update_lock``, skipping rows another transaction has locked.
-    skip_locked = ""
-
-    def read(self, fn: Callable[[_Conn], _T]) -> _T:
-        raise NotImplementedError
-
-    def write(self, fn: Callable[[_Conn], _T]) -> _T:
-        raise NotImplementedError
-
-    def next_seq(self, db: _Conn) -> int:
-        """Inside a write: the next version order number (called under the key's lock)."""
-        raise NotImplementedError
-
-    def lock_key(self, db: _Conn, bucket: str, key: str) -> None:
-        """Inside a write: no other writer changes ``bucket``/``key``'s versions until commit."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _SQLiteConn(_Conn):
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        return self._db.execute(sql, params).fetchall()
-
-    def row(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
-        found: tuple[Any, ...] | None = self._db.execute(sql, params).fetchone()
-        return found
-
-    def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        return self._db.execute(sql, params).rowcount
-
-
-class _SQLiteBackend(_Backend):
-    """One SQLite connection; calls are serialised, writes in ``BEGIN IMMEDIATE``.
-
-    ``seq`` comes from a counter in memory, started at the file's largest:
-    right for the one process that may use the file.
-    """
-
-    name = "sqlite"
-
-    def __init__(self, path: str | PathLike[str]) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn = _SQLiteConn(self._db)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA.format(**_SQLITE_TYPES))
-        self._seq = 0
-        self.write(self._migrate)
-        self._seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM objects").fetchone()[0])
-
-    @staticmethod
-    def _migrate(db: _Conn) -> None:
-        """Adds the columns files written by older versions lack."""
-        for table, added in _ADDED_COLUMNS.items():
-            columns = {row[1] for row in db.rows(f"PRAGMA table_info({table})")}
-            for name, definition in added.items():
-                if name not in columns:
-                    typed = definition.format(**_SQLITE_TYPES)
-                    db.run(f"ALTER TABLE {table} ADD COLUMN {name} {typed}")
-                    if (table, name) == ("objects", "seq"):
-                        # Versions written before seq existed: insertion order.
-                        db.run("UPDATE objects SET seq = rowid")
-        db.run(_VERSIONS_INDEX)
-
-    def read(self, fn: Callable[[_Conn], _T]) -> _T:
-        with self._lock:
-            return fn(self._conn)
-
-    def write(self, fn: Callable[[_Conn], _T]) -> _T:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(self._conn)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            return result
-
-    def next_seq(self, db: _Conn) -> int:
-        self._seq += 1
-        return self._seq
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-@functools.lru_cache(maxsize=1024)
-def _postgres_sql(sql: str) -> str:
-    """``sql`` with psycopg's placeholders (``%s``) for ``?``."""
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-class _PostgresConn(_Conn):
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        self._conn = conn
-
-    def _execute(self, sql: str, params: Sequence[object]) -> psycopg.Cursor[tuple[Any, ...]]:
-        for value in params:
-            if isinstance(value, str) and "\x00" in value:
-                raise _nul_refused()
-        return self._conn.execute(_postgres_sql(sql), params)
-
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        return self._execute(sql, params).fetchall()
-
-    def row(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
-        return self._execute(sql, params).fetchone()
-
-    def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        return self._execute(sql, params).rowcount
-
-
-def _import_psycopg() -> None:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError as error:
-        raise ImportError(
-            "a postgresql:// metadata URL needs the PostgreSQL driver psycopg:"
-            " pip install 'psycopg[binary]'"
-        ) from error
-
-
-class _Pool:
-    """Up to ``size`` autocommit connections to ``url``, shared by threads.
-
-    :meth:`get` hands out an idle connection (and says it was reused) or
-    opens a new one, waiting while ``size`` are in use; :meth:`put` gives it
-    back, or closes it when it is broken.
-    """
-
-    def __init__(self, url: str, size: int, connect_timeout: float) -> None:
-        if size < 1:
-            raise ValueError(f"pool_size must be at least 1, not {size}")
-        self._url = url
-        self._size = size
-        self._connect_timeout = max(1, round(connect_timeout))  # libpq counts whole seconds
-        self._idle: list[psycopg.Connection[tuple[Any, ...]]] = []
-        self._open = 0  # idle and in use
-        self._changed = threading.Condition()
-        self._closed = False
-
-    def get(self) -> tuple[psycopg.Connection[tuple[Any, ...]], bool]:
-        import psycopg
-
-        with self._changed:
-            while True:
-                if self._closed:
-                    raise _unavailable("this Metadata is closed")
-                if self._idle:
-                    return self._idle.pop(), True
-                if self._open < self._size:
-                    self._open += 1
-                    break
-                self._changed.wait()
-        try:
-            conn = psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                application_name="sdi-objstore",
-            )
-        except BaseException as error:
-            with self._changed:
-                self._open -= 1
-                self._changed.notify()
-            if isinstance(error, psycopg.OperationalError):
-                raise _unavailable(_first_line(error)) from error
-            raise
-        return conn, False
-
-    def put(self, conn: psycopg.Connection[tuple[Any, ...]], *, broken: bool = False) -> None:
-        discard = broken or conn.closed or conn.broken
-        with self._changed:
-            if discard or self._closed:
-                self._open -= 1
-            else:
-                self._idle.append(conn)
-            self._changed.notify()
-        if discard or self._closed:
-            conn.close()
-
-    def drop_idle(self) -> None:
-        """Closes the idle connections (after one broke they are likely broken too)."""
-        with self._changed:
-            idle, self._idle = self._idle, []
-            self._open -= len(idle)
-            self._changed.notify_all()
-        for conn in idle:
-            conn.close()
-
-    def close(self) -> None:
-        with self._changed:
-            self._closed = True
-        self.drop_idle()
-
-
-class _PostgresBackend(_Backend):
-    """A pool of connections to a PostgreSQL database (see :class:`Metadata`)."""
-
-    name = "postgresql"
-    share_lock = " FOR KEY SHARE"
-    update_lock = " FOR UPDATE"
-    skip_locked = " FOR UPDATE SKIP LOCKED"
-
-    def __init__(self, url: str, *, pool_size: int, connect_timeout: float) -> None:
-        _import_psycopg()
-        self._pool = _Pool(url, pool_size, connect_timeout)
-        try:
-            self.write(self._setup)
-        except BaseException:
-            self._pool.close()
-            raise
-
-    @staticmethod
-    def _setup(db: _Conn) -> None:
-        """Creates or updates the schema; servers starting together take turns."""
-        db.run("SELECT pg_advisory_xact_lock(CAST(? AS BIGINT))", (_SCHEMA_LOCK,))
-        for statement in _SCHEMA.format(**_POSTGRES_TYPES).split(";"):
-            if statement.strip():
-                db.run(statement)
-        for table, added in _ADDED_COLUMNS.items():
-            for name, definition in added.items():
-                typed = definition.format(**_POSTGRES_TYPES)
-                db.run(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {typed}")
-        db.run(_VERSIONS_INDEX)
-        for statement in _POSTGRES_EXTRA:
-            db.run(statement)
-
-    def read(self, fn: Callable[[_Conn], _T]) -> _T:
-        import psycopg
-
-        while True:
-            conn, reused = self._pool.get()
-            try:
-                result = fn(_PostgresConn(conn))
-            except psycopg.OperationalError as error:
-                broken = conn.broken or conn.closed
-                self._pool.put(conn, broken=broken)
-                if broken:
-                    self._pool.drop_idle()
-                    if reused:
-                        continue  # a connection from before an outage: reads can run again
-                raise _unavailable(_first_line(error)) from error
-            except BaseException:
-                self._pool.put(conn)
-                raise
-            self._pool.put(conn)
-            return result
-
-    def write(self, fn: Callable[[_Conn], _T]) -> _T:
-        import psycopg
-
-        attempt = 0
-        while True:
-            conn, reused = self._pool.get()
-            began = False
-            try:
-                conn.execute("BEGIN")
-                began = True
-                result = fn(_PostgresConn(conn))
-                conn.execute("COMMIT")
-            except psycopg.errors.TransactionRollback as error:
-                # Lost a deadlock or serialisation race: nothing was written; again.
-                self._rollback(conn)
-                attempt += 1
-                if attempt < _TRANSACTION_ATTEMPTS:
-                    time.sleep(random.uniform(0, 0.005 * attempt))
-                    continue
-                raise _unavailable(_first_line(error)) from error
-            except psycopg.OperationalError as error:
-                if conn.broken or conn.closed:
-                    self._pool.put(conn, broken=True)
-                    self._pool.drop_idle()
-                    if reused and not began:
-                        continue  # a connection from before an outage, found at BEGIN
-                    # Rolled back, unless the connection broke during COMMIT, when
-                    # (as with any database client) it may have committed.
-                    raise _unavailable(_first_line(error)) from error
-                self._rollback(conn)
-                raise _unavailable(_first_line(error)) from error
-            except BaseException:
-                if began:
-                    self._rollback(conn)
-                else:
-                    self._pool.put(conn)
-                raise
-            self._pool.put(conn)
-            return result
-
-    def _rollback(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        """Rolls back and returns ``conn`` to the pool (closed, if it cannot roll back)."""
-        import psycopg
-
-        try:
-            conn.execute("ROLLBACK")
-        except psycopg.Error:
-            self._pool.put(conn, broken=True)
-        else:
-            self._pool.put(conn)
-
-    def next_seq(self, db: _Conn) -> int:
-        row = db.row("SELECT nextval('objects_seq')")
-        assert row is not None
-        return int(row[0])
-
-    def lock_key(self, db: _Conn, bucket: str, key: str) -> None:
-        db.run("SELECT pg_advisory_xact_lock(CAST(? AS BIGINT))", (_lock_id(f"{bucket}/{key}"),))
-
-    def close(self) -> None:
-        self._pool.close()
+_MAX_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM objects"
 
 
 class Metadata:
@@ -828,21 +487,67 @@ class Metadata:
         pool_size: int = 8,
         connect_timeout: float = 5.0,
     ) -> None:
-        self._backend: _Backend
-        if isinstance(path, str) and path.startswith(POSTGRES_URL_SCHEMES):
-            self._backend = _PostgresBackend(
-                path, pool_size=pool_size, connect_timeout=connect_timeout
-            )
-        else:
-            self._backend = _SQLiteBackend(path)
+        self._db = sql.connect(
+            path,
+            pool_size=pool_size,
+            connect_timeout=connect_timeout,
+            application_name="sdi-objstore",
+        )
+        #: SQLite: the last version order number handed out (PostgreSQL: ``objects_seq``).
+        self._seq = 0
+        try:
+            with _s3_errors():
+                if self._db.dialect is sql.POSTGRES:
+                    self._db.setup(_POSTGRES_SCHEMA, lock=_SCHEMA_LOCK)
+                else:
+                    self._db.setup(_SCHEMA)
+                    self._db.write(self._migrate_sqlite)
+                    self._seq = int(self._db.read(lambda db: db.value(_MAX_SEQ)))
+        except BaseException:
+            self._db.close()
+            raise
+
+    @staticmethod
+    def _migrate_sqlite(db: Connection) -> None:
+        """Adds the columns files written by older versions lack."""
+        for table, added in _ADDED_COLUMNS.items():
+            columns = {row[1] for row in db.rows(f"PRAGMA table_info({table})")}
+            for name, definition in added.items():
+                if name not in columns:
+                    typed = definition.format(**sql.SQLITE.types)
+                    db.run(f"ALTER TABLE {table} ADD COLUMN {name} {typed}")
+                    if (table, name) == ("objects", "seq"):
+                        # Versions written before seq existed: insertion order.
+                        db.run("UPDATE objects SET seq = rowid")
+        db.run(_VERSIONS_INDEX)
 
     @property
     def backend(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
-        return self._backend.name
+        return self._db.dialect.name
 
     def close(self) -> None:
-        self._backend.close()
+        self._db.close()
+
+    def _read(self, fn: Callable[[Connection], _T]) -> _T:
+        with _s3_errors():
+            return self._db.read(fn)
+
+    def _write(self, fn: Callable[[Connection], _T]) -> _T:
+        with _s3_errors():
+            return self._db.write(fn)
+
+    def _next_seq(self, db: Connection) -> int:
+        """Inside a write: the next version order number (called under the key's lock)."""
+        if db.dialect is sql.POSTGRES:
+            return int(db.value("SELECT nextval('objects_seq')"))
+        self._seq += 1  # SQLite: one process, its writers take turns
+        return self._seq
+
+    @staticmethod
+    def _lock_key(db: Connection, bucket: str, key: str) -> None:
+        """Inside a write: no other writer changes ``bucket``/``key``'s versions until commit."""
+        db.lock(_lock_id(f"{bucket}/{key}"))
 
     def _new_version_id(self, seq: int) -> str:
         return f"{seq:012x}{secrets.token_hex(10)}"
@@ -857,7 +562,7 @@ class Metadata:
         """
         check_bucket_name(name)
 
-        def create(db: _Conn) -> None:
+        def create(db: Connection) -> None:
             if db.run(
                 "INSERT INTO buckets (name, owner, created_ms, durability) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (name) DO NOTHING",
@@ -885,10 +590,10 @@ class Metadata:
                 409,
             )
 
-        self._backend.write(create)
+        self._write(create)
 
     def list_buckets(self) -> list[Bucket]:
-        rows = self._backend.read(
+        rows = self._read(
             lambda db: db.rows(
                 "SELECT name, owner, created_ms, versioning, durability FROM buckets ORDER BY name"
             )
@@ -897,9 +602,9 @@ class Metadata:
 
     def bucket(self, name: str) -> Bucket:
         """The bucket ``name``; NoSuchBucket if there is none."""
-        return self._backend.read(lambda db: self._bucket(db, name))
+        return self._read(lambda db: self._bucket(db, name))
 
-    def _bucket(self, db: _Conn, name: str, lock: str = "") -> Bucket:
+    def _bucket(self, db: Connection, name: str, lock: str = "") -> Bucket:
         row = db.row(
             "SELECT name, owner, created_ms, versioning, durability FROM buckets WHERE name = ?"
             + lock,
@@ -914,11 +619,11 @@ class Metadata:
         if status not in ("Enabled", "Suspended"):
             raise _malformed(f"versioning Status must be Enabled or Suspended, not {status!r}")
 
-        def update(db: _Conn) -> None:
+        def update(db: Connection) -> None:
             if not db.run("UPDATE buckets SET versioning = ? WHERE name = ?", (status, name)):
                 self._bucket(db, name)  # NoSuchBucket
 
-        self._backend.write(update)
+        self._write(update)
 
     def delete_bucket(self, name: str) -> list[str]:
         """Deletes an empty bucket and its unfinished uploads; the data ids of their parts.
@@ -926,13 +631,13 @@ class Metadata:
         NoSuchBucket, or BucketNotEmpty while any version or delete marker is left.
         """
 
-        def delete(db: _Conn) -> list[str]:
-            self._bucket(db, name, self._backend.update_lock)
+        def delete(db: Connection) -> list[str]:
+            self._bucket(db, name, db.dialect.for_update)
             if db.row("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)):
                 raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409)
-            if self._backend.update_lock:  # lock the uploads before their parts, as writers do
+            if db.dialect.for_update:  # lock the uploads before their parts, as writers do
                 db.rows(
-                    "SELECT upload_id FROM uploads WHERE bucket = ?" + self._backend.update_lock,
+                    "SELECT upload_id FROM uploads WHERE bucket = ?" + db.dialect.for_update,
                     (name,),
                 )
             data_ids = [
@@ -952,7 +657,7 @@ class Metadata:
             db.run("DELETE FROM buckets WHERE name = ?", (name,))
             return data_ids
 
-        return self._backend.write(delete)
+        return self._write(delete)
 
     # -- objects --------------------------------------------------------------
 
@@ -963,13 +668,13 @@ class Metadata:
         the replaced data ids afterwards.
         """
         check_key(record.key)
-        return self._backend.write(lambda db: self._put(db, record))
+        return self._write(lambda db: self._put(db, record))
 
-    def _put(self, db: _Conn, record: ObjectRecord) -> PutResult:
+    def _put(self, db: Connection, record: ObjectRecord) -> PutResult:
         """Inside a transaction: ``record`` becomes the latest version (see the module doc)."""
-        bucket = self._bucket(db, record.bucket, self._backend.share_lock)
-        self._backend.lock_key(db, record.bucket, record.key)
-        seq = self._backend.next_seq(db)
+        bucket = self._bucket(db, record.bucket, db.dialect.share_lock)
+        self._lock_key(db, record.bucket, record.key)
+        seq = self._next_seq(db)
         replaced: list[str] = []
         if bucket.versioning == "Enabled":
             version_id = self._new_version_id(seq)
@@ -1001,7 +706,7 @@ class Metadata:
         )
         return PutResult(version_id, replaced)
 
-    def _drop_version(self, db: _Conn, bucket: str, key: str, version_id: str) -> list[str]:
+    def _drop_version(self, db: Connection, bucket: str, key: str, version_id: str) -> list[str]:
         """Inside a transaction: deletes one version row; the data ids it held."""
         row = db.row(
             f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE bucket = ? AND key = ?"
@@ -1026,7 +731,7 @@ class Metadata:
         if version_id is not None:
             check_version_id(version_id)
 
-        def get(db: _Conn) -> tuple[Any, ...]:
+        def get(db: Connection) -> tuple[Any, ...]:
             if version_id is None:
                 row = db.row(
                     f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE bucket = ? AND key = ?"
@@ -1044,7 +749,7 @@ class Metadata:
                 raise _no_such_key() if version_id is None else _no_such_version()
             return row
 
-        record = _record(self._backend.read(get))
+        record = _record(self._read(get))
         if record.delete_marker:
             if version_id is None:
                 raise _no_such_key(delete_marker=True)
@@ -1061,13 +766,13 @@ class Metadata:
         if version_id is not None:
             check_version_id(version_id)
         check_key(key)
-        return self._backend.write(lambda db: self._delete(db, bucket, key, version_id))
+        return self._write(lambda db: self._delete(db, bucket, key, version_id))
 
     def _delete(
-        self, db: _Conn, bucket_name: str, key: str, version_id: str | None
+        self, db: Connection, bucket_name: str, key: str, version_id: str | None
     ) -> DeleteResult:
-        bucket = self._bucket(db, bucket_name, self._backend.share_lock)
-        self._backend.lock_key(db, bucket_name, key)
+        bucket = self._bucket(db, bucket_name, db.dialect.share_lock)
+        self._lock_key(db, bucket_name, key)
         if version_id is not None:
             row = db.row(
                 "SELECT delete_marker, is_latest FROM objects WHERE bucket = ? AND key = ?"
@@ -1102,7 +807,7 @@ class Metadata:
         Only latest versions that are not delete markers are listed.
         """
 
-        def listing(db: _Conn) -> Listing:
+        def listing(db: Connection) -> Listing:
             contents: list[ObjectRecord] = []
             prefixes: list[str] = []
             last: str | None = None
@@ -1149,7 +854,7 @@ class Metadata:
                 if not reseek and len(rows) < 1000:
                     return Listing(contents, prefixes, False, None)
 
-        return self._backend.read(listing)
+        return self._read(listing)
 
     def list_versions(
         self,
@@ -1167,7 +872,7 @@ class Metadata:
         versions; a common prefix counts once against ``max_keys``.
         """
 
-        def listing(db: _Conn) -> VersionListing:
+        def listing(db: Connection) -> VersionListing:
             versions: list[ObjectRecord] = []
             prefixes: list[str] = []
             last_key: str | None = None
@@ -1232,7 +937,7 @@ class Metadata:
                 if not reseek and len(rows) < 1000:
                     return VersionListing(versions, prefixes, False, None, None)
 
-        return self._backend.read(listing)
+        return self._read(listing)
 
     # -- multipart uploads ----------------------------------------------------
 
@@ -1243,8 +948,8 @@ class Metadata:
         check_key(key)
         upload = Upload(uuid.uuid4().hex, bucket, key, content_type, user_meta, _now_ms())
 
-        def create(db: _Conn) -> None:
-            self._bucket(db, bucket, self._backend.share_lock)
+        def create(db: Connection) -> None:
+            self._bucket(db, bucket, db.dialect.share_lock)
             db.run(
                 "INSERT INTO uploads (upload_id, bucket, key, content_type, user_meta, created_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -1258,14 +963,16 @@ class Metadata:
                 ),
             )
 
-        self._backend.write(create)
+        self._write(create)
         return upload
 
     def upload(self, bucket: str, key: str, upload_id: str) -> Upload:
         """The upload ``upload_id`` of ``bucket``/``key``; NoSuchBucket or NoSuchUpload."""
-        return self._backend.read(lambda db: self._upload(db, bucket, key, upload_id))
+        return self._read(lambda db: self._upload(db, bucket, key, upload_id))
 
-    def _upload(self, db: _Conn, bucket: str, key: str, upload_id: str, lock: str = "") -> Upload:
+    def _upload(
+        self, db: Connection, bucket: str, key: str, upload_id: str, lock: str = ""
+    ) -> Upload:
         if not _UPLOAD_ID.match(upload_id):
             self._bucket(db, bucket)
             raise _no_such_upload()
@@ -1279,10 +986,10 @@ class Metadata:
             raise _no_such_upload()
         return Upload(upload_id, bucket, key, str(row[0]), json.loads(str(row[1])), int(row[2]))
 
-    def _lock_upload(self, db: _Conn, bucket: str, key: str, upload_id: str) -> Upload:
+    def _lock_upload(self, db: Connection, bucket: str, key: str, upload_id: str) -> Upload:
         """Inside a write: the upload, locked against other writers of it until commit."""
-        self._bucket(db, bucket, self._backend.share_lock)
-        return self._upload(db, bucket, key, upload_id, self._backend.update_lock)
+        self._bucket(db, bucket, db.dialect.share_lock)
+        return self._upload(db, bucket, key, upload_id, db.dialect.for_update)
 
     def put_part(self, bucket: str, key: str, upload_id: str, part: Part) -> list[str]:
         """Records a part (replacing one with the same number); the data ids it replaced."""
@@ -1293,7 +1000,7 @@ class Metadata:
                 400,
             )
 
-        def put(db: _Conn) -> list[str]:
+        def put(db: Connection) -> list[str]:
             self._lock_upload(db, bucket, key, upload_id)
             replaced = [
                 str(row[0])
@@ -1311,14 +1018,14 @@ class Metadata:
             )
             return replaced
 
-        return self._backend.write(put)
+        return self._write(put)
 
     def list_parts(
         self, bucket: str, key: str, upload_id: str, *, after: int = 0, max_parts: int = 1000
     ) -> tuple[Upload, list[Part], bool]:
         """Parts numbered above ``after``, at most ``max_parts``; and whether more follow."""
 
-        def read(db: _Conn) -> tuple[Upload, list[tuple[Any, ...]]]:
+        def read(db: Connection) -> tuple[Upload, list[tuple[Any, ...]]]:
             upload = self._upload(db, bucket, key, upload_id)
             rows = db.rows(
                 "SELECT part_number, data_id, size, etag, created_ms FROM parts"
@@ -1327,7 +1034,7 @@ class Metadata:
             )
             return upload, rows
 
-        upload, rows = self._backend.read(read)
+        upload, rows = self._read(read)
         parts = [Part(int(n), str(d), int(s), str(e), int(c)) for n, d, s, e, c in rows]
         return upload, parts[:max_parts], len(parts) > max_parts
 
@@ -1358,7 +1065,7 @@ class Metadata:
                 400,
             )
 
-        def complete(db: _Conn) -> tuple[ObjectRecord, PutResult]:
+        def complete(db: Connection) -> tuple[ObjectRecord, PutResult]:
             upload = self._lock_upload(db, bucket, key, upload_id)
             stored = {
                 int(n): (str(d), int(s), str(e))
@@ -1408,18 +1115,18 @@ class Metadata:
             record = replace(record, version_id=put.version_id)
             return record, PutResult(put.version_id, put.replaced + left_out)
 
-        return self._backend.write(complete)
+        return self._write(complete)
 
     def abort_upload(self, bucket: str, key: str, upload_id: str) -> list[str]:
         """Forgets the upload and its parts; the parts' data ids. NoSuchUpload if unknown."""
 
-        def abort(db: _Conn) -> list[str]:
+        def abort(db: Connection) -> list[str]:
             self._lock_upload(db, bucket, key, upload_id)
             return self._drop_upload(db, upload_id)
 
-        return self._backend.write(abort)
+        return self._write(abort)
 
-    def _drop_upload(self, db: _Conn, upload_id: str) -> list[str]:
+    def _drop_upload(self, db: Connection, upload_id: str) -> list[str]:
         data_ids = [
             str(row[0])
             for row in db.rows("SELECT data_id FROM parts WHERE upload_id = ?", (upload_id,))
@@ -1440,7 +1147,7 @@ class Metadata:
     ) -> UploadListing:
         """Unfinished uploads by key (then upload id), after the markers."""
 
-        def read(db: _Conn) -> list[tuple[Any, ...]]:
+        def read(db: Connection) -> list[tuple[Any, ...]]:
             self._bucket(db, bucket)
             return db.rows(
                 "SELECT upload_id, bucket, key, content_type, user_meta, created_ms FROM uploads"
@@ -1449,7 +1156,7 @@ class Metadata:
                 (bucket, prefix, key_marker, upload_marker if upload_marker else "~", key_marker),
             )
 
-        rows = self._backend.read(read)
+        rows = self._read(read)
         uploads: list[Upload] = []
         prefixes: list[str] = []
         last_key: str | None = None
@@ -1481,22 +1188,22 @@ class Metadata:
         right now is left to it.
         """
 
-        def expire(db: _Conn) -> tuple[int, list[str]]:
+        def expire(db: Connection) -> tuple[int, list[str]]:
             data_ids: list[str] = []
             expired = db.rows(
-                "SELECT upload_id FROM uploads WHERE created_ms < ?" + self._backend.skip_locked,
+                "SELECT upload_id FROM uploads WHERE created_ms < ?" + db.dialect.skip_locked,
                 (older_than_ms,),
             )
             for (upload_id,) in expired:
                 data_ids += self._drop_upload(db, str(upload_id))
             return len(expired), data_ids
 
-        return self._backend.write(expire)
+        return self._write(expire)
 
     def referenced_data_ids(self) -> set[str]:
         """Every data id a version or an unfinished upload's part points at."""
 
-        def read(db: _Conn) -> set[str]:
+        def read(db: Connection) -> set[str]:
             found: set[str] = set()
             for data_id, parts in db.rows("SELECT data_id, parts FROM objects"):
                 if data_id:
@@ -1506,11 +1213,11 @@ class Metadata:
             found.update(str(row[0]) for row in db.rows("SELECT data_id FROM parts"))
             return found
 
-        return self._backend.read(read)
+        return self._read(read)
 
     def iter_objects(self) -> Iterator[ObjectRecord]:
         """Every version of every key (for repair and audits), in no particular order."""
-        rows = self._backend.read(lambda db: db.rows(f"SELECT {_OBJECT_COLUMNS} FROM objects"))
+        rows = self._read(lambda db: db.rows(f"SELECT {_OBJECT_COLUMNS} FROM objects"))
         for row in rows:
             yield _record(row)
 
