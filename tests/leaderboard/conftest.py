@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from sdi.leaderboard import LeaderboardServer
 from sdi.runtime.respserver import serve_in_thread
@@ -34,3 +35,16 @@ def reference_redis() -> Iterator[RedisServer]:
     binary = servers.require_binary("redis-server")
     with servers.redis_server(binary) as server:
         yield server
+
+
+@pytest.fixture(params=["sdi", "redis"])
+def port(request: pytest.FixtureRequest, memory_server: tuple[int, LeaderboardServer]) -> int:
+    """A server with an empty keyspace: sdi's, then a real redis-server."""
+    if request.param == "sdi":
+        number = memory_server[0]
+    else:
+        reference: RedisServer = request.getfixturevalue("reference_redis")
+        number = reference.port
+    with redis.Redis(port=number) as connection:
+        connection.flushall()
+    return number

@@ -25,19 +25,6 @@ from .conftest import RawClient, running
 DEADLINE_S = 10.0
 
 
-@pytest.fixture(params=["sdi", "redis"])
-def port(request: pytest.FixtureRequest, memory_server: tuple[int, LeaderboardServer]) -> int:
-    """A server with an empty keyspace: sdi's, then a real redis-server."""
-    if request.param == "sdi":
-        number = memory_server[0]
-    else:
-        reference: RedisServer = request.getfixturevalue("reference_redis")
-        number = reference.port
-    with redis.Redis(port=number) as connection:
-        connection.flushall()
-    return number
-
-
 def connect(port: int, protocol: int = 2) -> redis.Redis:
     return redis.Redis(port=port, protocol=protocol, socket_timeout=DEADLINE_S)
 

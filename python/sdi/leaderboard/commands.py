@@ -799,14 +799,15 @@ class ZSetCommands:
 
     def delete(self, client: Client, argv: list[bytes]) -> Reply:
         keyspace = self.keyspace
-        removed = 0
-        for key in argv[1:]:
+        removed: list[bytes] = []
+        for key in argv[1:]:  # one at a time: DEL k k removes k once
             if keyspace.get(key) is not None:
                 keyspace.delete(key)
-                removed += 1
+                removed.append(key)
         if removed:
-            self.propagate(argv)
-        return removed
+            # Only the keys that were there: the log and WATCH see what changed.
+            self.propagate([argv[0], *removed])
+        return len(removed)
 
     def exists(self, client: Client, argv: list[bytes]) -> Reply:
         get = self.keyspace.get

@@ -118,10 +118,10 @@ class LeaderboardServer:
         }
         self.resp: RespServer
         if self.data_dir is None:
-            self.resp = RespServer(table, info=info, **resp_options)
+            self.resp = RespServer(table, info=info, watch=True, **resp_options)
         else:
             self.resp = RespServer(
-                table, before_reply=self._before_reply, info=info, **resp_options
+                table, before_reply=self._before_reply, info=info, watch=True, **resp_options
             )
         self.aof: AppendOnlyFile | None = None
         #: What recovery found (None before start or without a directory).
@@ -198,6 +198,15 @@ class LeaderboardServer:
     def _propagate(self, argv: list[bytes]) -> None:
         if self._replaying:
             return
+        # Every change passes here as the command the log gets: the keys it names
+        # are the keys it changed, which breaks their WATCHes.
+        name = argv[0].lower()
+        if name in (b"flushall", b"flushdb"):
+            self.resp.touch_all()
+        elif name in (b"del", b"unlink", b"rename", b"renamenx"):
+            self.resp.touch(argv[1:])
+        else:
+            self.resp.touch(argv[1:2])
         self.changes += 1
         if self.aof is not None:
             self.aof.append(argv)

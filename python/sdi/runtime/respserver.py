@@ -8,8 +8,11 @@ client sends on its own (``PING``, ``HELLO``, ``CLIENT``, ``SELECT``,
 transactions: ``MULTI`` queues commands (checking names and arity; a
 refused one makes ``EXEC`` answer ``EXECABORT``) and ``EXEC`` runs them in
 order with no other client's command in between (while the handlers are
-plain functions), ``DISCARD`` drops them. ``WATCH`` is refused with a
-message saying so. Errors are worded
+plain functions), ``DISCARD`` drops them. ``WATCH`` works when the server
+is made with ``watch=True`` and the data's owner reports every change with
+:meth:`RespServer.touch` (an ``EXEC`` after a watched key changed runs
+nothing and replies nil); otherwise it is refused with a message saying
+so. Blocking commands wait with :meth:`RespServer.block`. Errors are worded
 as redis-server words them, so clients (redis-py, redis-cli) react as they
 would against Redis.
 
@@ -66,7 +69,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, cast
 
@@ -214,6 +217,8 @@ class Client:
         "reader",
         "server",
         "task",
+        "watch_broken",
+        "watched",
     )
 
     def __init__(self, server: RespServer, client_id: int, address: str, local_address: str):
@@ -244,6 +249,9 @@ class Client:
         self.pushback = bytearray()
         #: The peer closed the connection (seen while a blocking command waited).
         self.eof = False
+        #: Keys under WATCH, and whether one has changed since (EXEC then fails).
+        self.watched: set[bytes] = set()
+        self.watch_broken = False
 
     def info_line(self) -> str:
         """This client as a line of ``CLIENT INFO`` / ``CLIENT LIST``."""
@@ -372,6 +380,7 @@ class RespServer:
         reply_batch: int = REPLY_BATCH,
         info: Mapping[str, Callable[[], Mapping[str, object]]] | None = None,
         before_reply: Callable[[], Awaitable[None]] | None = None,
+        watch: bool = False,
     ) -> None:
         if buffer_bytes_max < 1024 or bulk_bytes_max < 1 or arguments_max < 1 or reply_batch < 1:
             raise InvalidArgument("RespServer limits must be positive (buffer_bytes_max >= 1024)")
@@ -383,6 +392,9 @@ class RespServer:
         }
         self._reply_batch = reply_batch
         self._before_reply = before_reply
+        #: WATCH is served (the data's owner calls :meth:`touch` on every change).
+        self.watch_supported = watch
+        self._watchers: dict[bytes, set[Client]] = {}
         self._info_sections = dict(info or {})
         self.commands: dict[bytes, Command] = dict(_builtin_commands())
         for name, command in commands.items():
@@ -437,6 +449,7 @@ class RespServer:
         except (ConnectionError, asyncio.CancelledError, TimeoutError, ClientGoneError):
             pass  # stop() ends idle (and blocked) connections by cancelling them
         finally:
+            self.unwatch(client)
             self._connections.pop(task, None)
             self._busy.discard(task)
             writer.close()
@@ -535,8 +548,12 @@ class RespServer:
         """EXEC: runs the queued commands in order; their replies (errors among them) as one."""
         queued, failed = client.multi or [], client.multi_failed
         client.multi, client.multi_failed = None, False
+        broken = client.watch_broken
+        self.unwatch(client)
         if failed:
             raise RespError("EXECABORT Transaction discarded because of previous errors.")
+        if broken:  # a watched key changed: nothing runs, and the reply is nil
+            return None
         replies: list[Reply] = []
         client.executing = True
         try:
@@ -556,6 +573,41 @@ class RespServer:
         finally:
             client.executing = False
         return replies
+
+    # --- WATCH ---------------------------------------------------------------------------
+
+    def watch(self, client: Client, keys: Iterable[bytes]) -> None:
+        """Puts ``keys`` under the client's WATCH: a change to one before its EXEC (by
+        anyone, the client included) makes that EXEC run nothing and reply nil."""
+        for key in keys:
+            client.watched.add(key)
+            self._watchers.setdefault(key, set()).add(client)
+
+    def unwatch(self, client: Client) -> None:
+        """Forgets the client's watched keys (EXEC, DISCARD, UNWATCH, RESET, disconnect)."""
+        for key in client.watched:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.discard(client)
+                if not watchers:
+                    del self._watchers[key]
+        client.watched.clear()
+        client.watch_broken = False
+
+    def touch(self, keys: Iterable[bytes]) -> None:
+        """Called by the data's owner with the keys a change touched (Redis's
+        ``signalModifiedKey``): their watchers' next EXEC fails."""
+        if not self._watchers:
+            return
+        for key in keys:
+            for client in self._watchers.get(key, ()):
+                client.watch_broken = True
+
+    def touch_all(self) -> None:
+        """Every watched key changed (FLUSHDB, FLUSHALL)."""
+        for watchers in self._watchers.values():
+            for client in watchers:
+                client.watch_broken = True
 
     async def block(
         self, client: Client, ready: asyncio.Future[None], timeout: float | None
@@ -816,13 +868,22 @@ def _discard(client: Client, argv: list[bytes]) -> Reply:
     if client.multi is None:
         raise RespError("ERR DISCARD without MULTI")
     client.multi, client.multi_failed = None, False
+    client.server.unwatch(client)
     return OK
 
 
 def _watch(client: Client, argv: list[bytes]) -> Reply:
     if client.multi is not None:
         raise RespError("ERR WATCH inside MULTI is not allowed")
-    raise RespError("ERR WATCH is not supported by this server; use MULTI and EXEC without it")
+    if not client.server.watch_supported:
+        raise RespError("ERR WATCH is not supported by this server; use MULTI and EXEC without it")
+    client.server.watch(client, argv[1:])
+    return OK
+
+
+def _unwatch(client: Client, argv: list[bytes]) -> Reply:
+    client.server.unwatch(client)
+    return OK
 
 
 def _quit(client: Client, argv: list[bytes]) -> Reply:
@@ -832,6 +893,7 @@ def _quit(client: Client, argv: list[bytes]) -> Reply:
 
 def _reset(client: Client, argv: list[bytes]) -> Reply:
     client.multi, client.multi_failed = None, False
+    client.server.unwatch(client)
     client.protocol = 2
     client.name = None
     client.db = 0
@@ -1014,6 +1076,9 @@ def _builtin_commands() -> dict[bytes, Command]:
         ),
         b"exec": Command(_exec, 1, (), group="transactions", summary="Run the transaction"),
         b"discard": Command(_discard, 1, ("fast",), group="transactions", summary="Drop it"),
-        b"watch": Command(_watch, -2, ("fast",), group="transactions", summary="Not supported"),
+        b"watch": Command(
+            _watch, -2, ("fast",), 1, -1, 1, group="transactions", summary="Watch keys"
+        ),
+        b"unwatch": Command(_unwatch, 1, ("fast",), group="transactions", summary="Unwatch"),
         b"info": Command(_info, -1, (), group="server", summary="Server information"),
     }
