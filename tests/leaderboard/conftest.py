@@ -14,11 +14,18 @@ from sdi.testing import servers
 from sdi.testing.resp import RawClient
 from sdi.testing.servers import RedisServer
 
-__all__ = ["RawClient", "running"]
+__all__ = ["RawClient", "connect", "running"]
 
 
 #: Runs a server on an event loop in a thread; yields its port; stops it on exit.
 running = serve_in_thread
+
+#: How long a test waits for anything (seconds).
+DEADLINE_S = 10.0
+
+
+def connect(port: int, protocol: int = 2) -> redis.Redis:
+    return redis.Redis(port=port, protocol=protocol, socket_timeout=DEADLINE_S)
 
 
 @pytest.fixture(scope="module")

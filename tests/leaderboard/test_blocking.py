@@ -20,13 +20,7 @@ from sdi.leaderboard import LeaderboardServer
 from sdi.resp import encode_command
 from sdi.testing.servers import RedisServer
 
-from .conftest import RawClient, running
-
-DEADLINE_S = 10.0
-
-
-def connect(port: int, protocol: int = 2) -> redis.Redis:
-    return redis.Redis(port=port, protocol=protocol, socket_timeout=DEADLINE_S)
+from .conftest import DEADLINE_S, RawClient, connect, running
 
 
 def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:

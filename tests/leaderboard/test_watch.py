@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from .test_blocking import connect
+from .conftest import connect
 
 
 def attempt(client: redis.Redis, key: str, meanwhile: Callable[[], object]) -> bool:
