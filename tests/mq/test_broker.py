@@ -117,7 +117,7 @@ def test_topics_survive_a_restart_and_deleted_ones_stay_gone(tmp_path: Path, run
             with pytest.raises(InvalidArgument, match="not valid"):
                 await broker.create_topic("bad/name")
             with pytest.raises(InvalidArgument, match="not supported"):
-                await broker.create_topic("x", configs={"cleanup.policy": "compact"})
+                await broker.create_topic("x", configs={"cleanup.policy": "compact,delete"})
 
     async def second() -> None:
         async with Broker(_config(tmp_path)) as broker:

@@ -803,7 +803,7 @@ BAD_CONFIGS = [
     {"no.such.setting": "1"},  # unknown
     {"retention.ms": "soon"},  # not a number
     {"max.message.bytes": "10"},  # out of range
-    {"cleanup.policy": "compact"},  # not built
+    {"cleanup.policy": "compact,delete"},  # not built
     {"num.partitions": "3"},  # a broker setting, not a topic's
 ]
 

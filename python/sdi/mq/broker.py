@@ -8,7 +8,8 @@ One :class:`Broker` owns a data directory::
     meta/producers/<t>-<p>.json  idempotent producers' state, as of an offset
     meta/epochs/<t>-<p>.json     where each leader epoch begins in that log
     logs/<topic>-<partition>/    each partition's log (:mod:`sdi.mq.log`)
-    logs/__consumer_offsets-0/   committed offsets: an internal topic, one record per commit
+    logs/__consumer_offsets-0/   committed offsets: an internal topic, one record per commit,
+                                 compacted (cleanup.policy=compact, see _compact_logs)
 
 A topic exists once its ``meta/topics`` file does: creation makes the log
 directories first and writes that file last; deletion removes it first.
@@ -138,6 +139,19 @@ class BrokerConfig:
     replica_lag_time_max_ms: int = 10_000
     #: How long a follower's fetch waits at the leader for new records.
     replica_fetch_wait_max_ms: int = 200
+    #: segment.bytes of __consumer_offsets: small, so that compaction has closed
+    #: segments to work on (Kafka's offsets.topic.segment.bytes, 100 MiB there).
+    offsets_segment_bytes: int = 100 * 1024
+    #: delete.retention.ms of __consumer_offsets: how long a deleted offset's
+    #: tombstone stays before compaction drops it (Kafka's default, one day).
+    offsets_tombstone_retention_ms: int = 86_400_000
+    #: How often compacted topics are looked at (Kafka's log.cleaner.backoff.ms).
+    compaction_check_interval_s: float = 5.0
+    #: A compacted partition is compacted again once this many segments were
+    #: closed since its last compaction (or since start)...
+    compaction_min_new_segments: int = 2
+    #: ... or once any was and this long went by since its last compaction.
+    compaction_max_lag_s: float = 300.0
 
 
 @dataclass(slots=True)
@@ -160,6 +174,8 @@ class _PartitionState:
 
     __slots__ = (
         "caught_up_at",
+        "compacted_at",
+        "compacted_closed",
         "dirty_since",
         "epochs",
         "hw",
@@ -209,6 +225,10 @@ class _PartitionState:
         self.hw_waiters: set[asyncio.Future[None]] = set()
         #: The leader epoch a follower last truncated for (-1: must truncate first).
         self.truncated_for = -1
+        #: Closed segments after the last compaction, and when it ran (monotonic;
+        #: cleanup.policy=compact only). Compaction is due once segments pile up.
+        self.compacted_closed = 0
+        self.compacted_at = time.monotonic()
         #: Followers this leader has asked to add to the ISR: until the metadata
         #: shows the outcome they count for the high watermark too (KIP-497's
         #: "maximal ISR"), so the stored ISR never holds a replica that lacks a
@@ -395,6 +415,9 @@ class Broker:
         self._housekeeping = [
             loop.create_task(self._every(self.config.retention_check_interval_s, self._retain)),
             loop.create_task(
+                self._every(self.config.compaction_check_interval_s, self._compact_due)
+            ),
+            loop.create_task(
                 self._every(self.config.producer_snapshot_interval_s, self._snapshot_producers)
             ),
             loop.create_task(self._flush_dirty()),
@@ -552,9 +575,61 @@ class Broker:
             except SdiError:
                 log.exception("sdi mq housekeeping failed; will retry")
 
+    @staticmethod
+    def _compacted(topic: _Topic) -> bool:
+        """Whether ``topic`` has cleanup.policy=compact (``__consumer_offsets`` always
+        has, also in data directories made before compaction was built)."""
+        return topic.meta.name == OFFSETS_TOPIC or topic.meta.config.cleanup_policy == "compact"
+
+    async def _compact_due(self) -> None:
+        await self._compact_logs()
+
+    async def _compact_logs(self, *, force: bool = False) -> int:
+        """Compacts the replicas here of cleanup.policy=compact topics that are due.
+
+        Each replica, leader or follower, compacts its own log up to its high
+        watermark, on a worker thread and under the partition's lock (appends,
+        fetches and truncation wait, the event loop does not). Due: at least
+        ``compaction_min_new_segments`` segments closed since the last
+        compaction, or any and ``compaction_max_lag_s`` gone by (``force``: any).
+        Returns how many partitions were compacted.
+        """
+        compacted = 0
+        for topic in list(self._topics.values()):
+            if not self._compacted(topic):
+                continue
+            retention_ms = topic.meta.config.delete_retention_ms
+            for state in topic.partitions:
+                async with state.lock:
+                    if state.log.closed:
+                        continue
+                    closed = len(state.log.segment_base_offsets()) - 1
+                    new = closed - state.compacted_closed
+                    late = time.monotonic() - state.compacted_at >= self.config.compaction_max_lag_s
+                    due = new >= self.config.compaction_min_new_segments or (new > 0 and late)
+                    if new < 0:
+                        state.compacted_closed = closed  # a truncation left fewer
+                    if not (force or due):
+                        continue
+                    outcome = await self._run(state.log.compact, state.hw, _now_ms(), retention_ms)
+                    state.compacted_closed = len(state.log.segment_base_offsets()) - 1
+                    state.compacted_at = time.monotonic()
+                    if outcome.segments_before:
+                        compacted += 1
+                        log.info(
+                            "%s: compacted %d segments into %d, %d -> %d bytes "
+                            "(%d records, %d tombstones dropped)",
+                            state.name, outcome.segments_before, outcome.segments_after,
+                            outcome.bytes_before, outcome.bytes_after,
+                            outcome.records_removed, outcome.tombstones_removed,
+                        )  # fmt: skip
+        return compacted
+
     async def _retain(self) -> None:
         now_ms = int(time.time() * 1000)
         for topic in list(self._topics.values()):
+            if self._compacted(topic):
+                continue  # compaction, not retention, bounds these logs
             for state in topic.partitions:
                 async with state.lock:
                     if state.log.closed:
@@ -683,6 +758,8 @@ class Broker:
         start = max(start, state.log.log_start_offset)
         while start < state.log.next_offset:
             data = state.log.read_payloads(start, 1 << 20)
+            if not data:
+                break  # only a gap (compacted away or cut) is left
             try:
                 infos = p.validate_record_batches(data)
             except ProtocolError as error:
@@ -1022,9 +1099,14 @@ class Broker:
         """Creates ``__consumer_offsets`` (one partition) if it is not there yet."""
         if OFFSETS_TOPIC in self.topics(internal=True):
             return
-        configs: dict[str, str | None] = (
-            {"flush.messages": "1"} if self.config.offsets_fsync else {}
-        )
+        configs: dict[str, str | None] = {
+            "cleanup.policy": "compact",
+            "segment.bytes": str(self.config.offsets_segment_bytes),
+            "retention.ms": "-1",
+            "delete.retention.ms": str(self.config.offsets_tombstone_retention_ms),
+        }
+        if self.config.offsets_fsync:
+            configs["flush.messages"] = "1"
         factor = None
         if self.clustered:
             live = len(self._view.brokers) if self._view is not None else 1
@@ -1042,6 +1124,8 @@ class Broker:
         offset = state.log.log_start_offset
         while offset < state.log.next_offset:
             data = state.log.read_payloads(offset, 1 << 20)
+            if not data:
+                break  # only a gap (compacted away or cut) is left
             for batch in p.decode_record_batches(data):
                 for record in batch.records:
                     if record.key is None:
@@ -1558,7 +1642,10 @@ class Broker:
         if offset >= state.log.next_offset or offset <= state.log.log_start_offset:
             return offset
         data = state.log.read_payloads(offset, 1)
-        return int.from_bytes(data[:8], "big", signed=True) if len(data) >= 8 else offset
+        # In a gap left by compaction the read starts at the batch after it.
+        return (
+            min(offset, int.from_bytes(data[:8], "big", signed=True)) if len(data) >= 8 else offset
+        )
 
     async def _apply_fetched(
         self, state: _PartitionState, part: FetchedPartition, leader: int, epoch: int
@@ -1585,22 +1672,25 @@ class Broker:
                 for info in infos:
                     batch = data[info.position : info.position + info.size_bytes]
                     base = int.from_bytes(batch[:8], "big", signed=True)
-                    if base != state.log.next_offset:
+                    if base < state.log.next_offset:
                         state.truncated_for = -1
                         break
                     epoch = int.from_bytes(batch[12:16], "big", signed=True)
                     if epoch >= 0 and (not state.epochs or epoch > state.epochs[-1][0]):
                         self._record_epoch(state, epoch, base)
+                    # Past a gap (the leader compacted its log) the batch keeps its
+                    # offsets: a replica's offsets are its leader's.
                     arguments = (
+                        base,
                         batch,
                         info.last_offset_delta + 1,
                         info.first_timestamp,
                         info.max_timestamp,
                     )
                     if self._topics[state.topic].meta.config.fsync == "every_batch":
-                        await self._run(state.log.append_payload, *arguments)
+                        await self._run(state.log.append_payload_at, *arguments)
                     else:
-                        state.log.append_payload(*arguments)
+                        state.log.append_payload_at(*arguments)
                     if info.producer_id >= 0:
                         self._remember(state, info, base)
                 if not state.dirty_since:

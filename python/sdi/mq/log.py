@@ -36,6 +36,7 @@ __all__ = [
     "BATCH_BYTES_MAX",
     "BATCH_RECORDS_MAX",
     "Batch",
+    "CompactionOutcome",
     "Partition",
     "Record",
     "batches",
@@ -79,6 +80,20 @@ class Batch:
     first_timestamp_ms: int
     max_timestamp_ms: int
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionOutcome:
+    """What one :meth:`Partition.compact` did (``segments_before == 0``: nothing was due)."""
+
+    segments_before: int
+    segments_after: int
+    bytes_before: int
+    bytes_after: int
+    #: Records dropped because a later record has the same key.
+    records_removed: int
+    #: Tombstones dropped because they were past their retention.
+    tombstones_removed: int
 
 
 def decode(data: bytes) -> list[Record]:
@@ -166,9 +181,40 @@ class Partition:
             payload, record_count, first_timestamp_ms, max_timestamp_ms
         )
 
+    def append_payload_at(
+        self,
+        base_offset: int,
+        payload: bytes,
+        record_count: int,
+        first_timestamp_ms: int,
+        max_timestamp_ms: int,
+    ) -> int:
+        """:meth:`append_payload` at ``base_offset``, at or past :attr:`next_offset`.
+
+        A replica copying a leader whose log was compacted keeps the leader's
+        offsets: the offsets skipped hold nothing. Returns ``base_offset``.
+        """
+        return self._native.append_payload_at(
+            base_offset, payload, record_count, first_timestamp_ms, max_timestamp_ms
+        )
+
+    def compact(self, up_to: int, now_ms: int, tombstone_retention_ms: int) -> CompactionOutcome:
+        """Compacts the closed segments wholly below ``up_to`` (Kafka's ``cleanup.policy=compact``).
+
+        Looks into opaque payloads that are Kafka record batches: per key, only
+        the record with the highest offset among those segments stays; records
+        without a key all stay; a tombstone (null value) stays until its
+        timestamp is more than ``tombstone_retention_ms`` before ``now_ms``.
+        The active segment is never touched; offsets and timestamps are kept
+        (the log gets gaps, which reads skip). A crash at any point leaves the
+        old segments or the new ones; the next open finishes or undoes it.
+        """
+        return CompactionOutcome(*self._native.compact(up_to, now_ms, tombstone_retention_ms))
+
     def read(self, offset: int, max_bytes: int) -> bytes:
         """Whole batches from the one holding ``offset``, as stored.
 
+        In a gap left by compaction, from the first batch after ``offset``.
         The first batch always comes whole, even past ``max_bytes``; empty at
         :attr:`next_offset`; :class:`sdi.errors.InvalidArgument` outside the log.
         """

@@ -14,10 +14,16 @@ its etcd member, so space the brokers' ports at least 3 apart::
     sdi serve mq --broker-id 0 --port 9092 --data-dir d0 --peers $PEERS
     sdi serve mq --broker-id 1 --port 9095 --data-dir d1 --peers $PEERS
     sdi serve mq --broker-id 2 --port 9098 --data-dir d2 --peers $PEERS
+
+``__consumer_offsets`` is compacted in the background; the variables in
+:data:`COMPACTION_ENVIRONMENT` (``SDI_MQ_OFFSETS_SEGMENT_BYTES``,
+``SDI_MQ_OFFSETS_TOMBSTONE_RETENTION_MS``, ``SDI_MQ_COMPACTION_CHECK_INTERVAL_S``,
+``SDI_MQ_COMPACTION_MIN_NEW_SEGMENTS``) tune it.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sdi.errors import InvalidArgument
@@ -63,6 +69,7 @@ class MqService(Service):
                 num_partitions=self._partitions,
                 topic_defaults=TopicConfig(fsync=self._fsync),  # type: ignore[arg-type]
                 peers=self._peers,
+                **_compaction_settings(),
             )
         )
         await broker.start()
@@ -80,6 +87,30 @@ class MqService(Service):
         if self.broker is not None:
             await self.broker.stop()
             self.broker = None
+
+
+#: Environment variables that tune compaction of ``__consumer_offsets`` (tests use them
+#: to make it run often): name -> (BrokerConfig field, type).
+COMPACTION_ENVIRONMENT: dict[str, tuple[str, type]] = {
+    "SDI_MQ_OFFSETS_SEGMENT_BYTES": ("offsets_segment_bytes", int),
+    "SDI_MQ_OFFSETS_TOMBSTONE_RETENTION_MS": ("offsets_tombstone_retention_ms", int),
+    "SDI_MQ_COMPACTION_CHECK_INTERVAL_S": ("compaction_check_interval_s", float),
+    "SDI_MQ_COMPACTION_MIN_NEW_SEGMENTS": ("compaction_min_new_segments", int),
+}
+
+
+def _compaction_settings() -> dict[str, Any]:
+    """The BrokerConfig fields that :data:`COMPACTION_ENVIRONMENT` variables set."""
+    settings: dict[str, Any] = {}
+    for name, (field, kind) in COMPACTION_ENVIRONMENT.items():
+        text = os.environ.get(name)
+        if text is None:
+            continue
+        try:
+            settings[field] = kind(text)
+        except ValueError:
+            raise InvalidArgument(f"{name}={text!r} is not a number") from None
+    return settings
 
 
 def parse_peers(text: str) -> dict[int, tuple[str, int]]:

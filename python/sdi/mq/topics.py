@@ -14,15 +14,22 @@ mean the same here:
 - ``segment.bytes``: roll to a new segment past this size.
 - ``max.message.bytes``: the largest record batch a producer may send.
 - ``min.insync.replicas``: how many in-sync replicas ``acks=all`` needs.
-- ``cleanup.policy``: only ``delete`` (compaction is not built).
+- ``cleanup.policy``: ``delete`` (retention deletes old segments) or
+  ``compact`` (the broker compacts closed segments, keeping the latest
+  record per key; retention then does not apply). ``compact,delete`` is
+  not supported.
+- ``delete.retention.ms``: under ``compact``, how long a tombstone (a null
+  value) is kept before compaction drops it.
 
 >>> config = TopicConfig.from_kafka({"flush.messages": "1", "retention.ms": "60000"})
 >>> config.fsync, config.retention_ms
 ('every_batch', 60000)
->>> TopicConfig.from_kafka({"cleanup.policy": "compact"})  # doctest: +ELLIPSIS
+>>> TopicConfig.from_kafka({"cleanup.policy": "compact"}).cleanup_policy
+'compact'
+>>> TopicConfig.from_kafka({"cleanup.policy": "compact,delete"})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-sdi.mq.topics.InvalidTopicConfig: cleanup.policy=compact is not supported: ...
+sdi.mq.topics.InvalidTopicConfig: cleanup.policy=compact,delete is not supported: ...
 """
 
 from __future__ import annotations
@@ -94,6 +101,10 @@ class TopicConfig:
     max_message_bytes: int = 1_048_588
     #: acks=all needs at least this many in-sync replicas (Kafka's min.insync.replicas).
     min_insync_replicas: int = 1
+    #: "delete" (retention) or "compact" (keep the latest record per key).
+    cleanup_policy: str = "delete"
+    #: Under "compact": how long a tombstone stays (Kafka's delete.retention.ms).
+    delete_retention_ms: int = 86_400_000
 
     def with_kafka(self, configs: Mapping[str, str | None]) -> TopicConfig:
         """These settings with ``configs`` (Kafka names and string values) applied over them."""
@@ -102,11 +113,11 @@ class TopicConfig:
             if value is None:
                 continue
             if name == "cleanup.policy":
-                if value != "delete":
+                if value not in ("delete", "compact"):
                     raise InvalidTopicConfig(
-                        f"cleanup.policy={value} is not supported: only 'delete' is "
-                        "(log compaction is not built)"
+                        f"cleanup.policy={value} is not supported: choose 'delete' or 'compact'"
                     )
+                changes["cleanup_policy"] = value
                 continue
             number = _integer(name, value)
             if name == "flush.messages":
@@ -127,6 +138,12 @@ class TopicConfig:
                 changes["retention_ms"] = None if number < 0 else number
             elif name == "retention.bytes":
                 changes["retention_bytes"] = None if number < 0 else number
+            elif name == "delete.retention.ms":
+                if number < 0:
+                    raise InvalidTopicConfig(
+                        f"delete.retention.ms must not be negative, not {number}"
+                    )
+                changes["delete_retention_ms"] = number
             elif name == "min.insync.replicas":
                 if number < 1:
                     raise InvalidTopicConfig(
@@ -140,8 +157,8 @@ class TopicConfig:
             else:
                 raise InvalidTopicConfig(
                     f"topic config {name!r} is not supported; supported: cleanup.policy, "
-                    "flush.messages, flush.ms, max.message.bytes, min.insync.replicas, "
-                    "retention.bytes, retention.ms, segment.bytes"
+                    "delete.retention.ms, flush.messages, flush.ms, max.message.bytes, "
+                    "min.insync.replicas, retention.bytes, retention.ms, segment.bytes"
                 )
         return replace(self, **changes)
 

@@ -51,8 +51,9 @@
 //! # Recovery
 //!
 //! On open, the active (last) segment is read whole: every batch must parse,
-//! carry a matching checksum, start at the offset the previous one ended at,
-//! and lie within the file. The first batch that fails ends the valid log.
+//! carry a matching checksum, start at or after the offset the previous one
+//! ended at (compaction and replicas of compacted logs leave gaps), and lie
+//! within the file. The first batch that fails ends the valid log.
 //! If no valid batch starts anywhere after it, it is a torn tail (a write the
 //! process or machine died in) and is cut off; it was never acknowledged
 //! under `EveryBatch`. If a valid batch does follow, the damage is
@@ -93,13 +94,55 @@
 //! oldest while the partition is larger than `retention_bytes`. The active
 //! segment is never deleted, so [`Partition::log_start_offset`] is always a
 //! segment's base offset.
+//!
+//! # Compaction
+//!
+//! [`Partition::compact`] rewrites the closed segments that lie wholly below
+//! a given offset (the high watermark), never the active one. It looks into
+//! opaque payloads that are Kafka record batches (magic 2, uncompressed, not
+//! control; see [`kafka`]) and keeps, per key, only the record with the
+//! highest offset among those segments; records without a key all stay; a
+//! tombstone (null value) stays until its timestamp is older than the
+//! retention given, then goes. Any other batch is kept whole.
+//!
+//! A batch losing some records is re-encoded as a Kafka batch whose base
+//! offset is its first surviving record's and whose `lastOffsetDelta`
+//! reaches its last one (records keep their offsets and timestamps as
+//! deltas); its log header spans the same offsets (`record_count` is the
+//! span, not the number of records left). A batch losing all records goes.
+//! So compacted segments have gaps: between batches, inside a batch, and at
+//! the end of a segment (a closed segment may end before the next begins).
+//! Scans and reads accept a batch that starts past where the previous one
+//! ended; a read at an offset that was compacted away returns the next batch
+//! after it. Consecutive segments are merged while their cleaned size fits
+//! `segment_bytes_max`; each cleaned segment keeps the base offset of the
+//! first segment it replaces (so the log start offset does not move, even if
+//! it ends up empty).
+//!
+//! Crash safety: the cleaned segments are written beside the old ones as
+//! `<base>.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned` and synced,
+//! with the directory. Then the marker `compaction.swap` (written as
+//! `compaction.swap.tmp`, synced, renamed) commits the swap: it lists the
+//! bases installed and the old bases removed. The swap renames each cleaned
+//! file over its final name (indexes first) and deletes the replaced
+//! segments (indexes first), syncs the directory and removes the marker. On
+//! open, a marker means the swap is finished (every step can be repeated);
+//! no marker means the compaction never committed, and the `.cleaned` files
+//! and a `compaction.swap.tmp` are deleted, leaving the old segments. So a
+//! crash leaves the old segments or the new ones, never a mix.
+//!
+//! A replica copying a compacted leader appends batches past a gap with
+//! [`Partition::append_payload_at`], keeping the leader's offsets.
 
 mod batch;
+mod compact;
 pub mod constants;
 mod error;
+pub mod kafka;
 mod partition;
 mod segment;
 
 pub use batch::{batches, BatchHeader, BatchView, Batches, PayloadKind, Record};
+pub use compact::{CompactionOutcome, CLEANED_SUFFIX, SWAP_MARKER_NAME};
 pub use error::Error;
 pub use partition::{FsyncPolicy, Partition, PartitionConfig, RetentionOutcome, LOCK_FILE_NAME};

@@ -98,15 +98,15 @@ pub struct RetentionOutcome {
 
 /// An open partition, holding its directory's lock until dropped.
 pub struct Partition {
-    dir: PathBuf,
-    config: PartitionConfig,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: PartitionConfig,
     /// Held for its `flock`; the kernel releases it when the file closes.
     _lock: File,
     /// Oldest first; the last one is the active segment, the only one appended to.
-    segments: Vec<Segment>,
+    pub(crate) segments: Vec<Segment>,
     last_sync: Instant,
     /// Set when a failed write could not be undone: no more appends.
-    poisoned: Option<String>,
+    pub(crate) poisoned: Option<String>,
     buffer: Vec<u8>,
 }
 
@@ -125,7 +125,7 @@ fn try_lock(file: &File, path: &Path) -> Result<bool, Error> {
     Err(io_error(path)(error))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Error> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(io_error(dir))
@@ -181,7 +181,7 @@ fn create_segment(dir: &Path, base_offset: u64) -> Result<Segment, Error> {
 }
 
 /// Opens a closed segment, whose offsets end where the next segment begins.
-fn open_closed_segment(
+pub(crate) fn open_closed_segment(
     dir: &Path,
     base_offset: u64,
     next_offset: u64,
@@ -210,11 +210,13 @@ fn open_closed_segment(
                     format!("the closed segment is damaged at byte {at}"),
                 ));
             }
-            if outcome.next_offset != next_offset {
+            // A compacted segment may end before the next begins (its last
+            // records were cleaned away), never after.
+            if outcome.next_offset > next_offset {
                 return Err(corrupt(
                     &paths[0],
                     format!(
-                        "the closed segment ends at offset {}, but the next segment begins at {next_offset}",
+                        "the closed segment ends at offset {}, past where the next segment begins ({next_offset})",
                         outcome.next_offset
                     ),
                 ));
@@ -295,6 +297,8 @@ impl Partition {
                 path: dir.to_path_buf(),
             });
         }
+        // A compaction cut short by a crash is finished or undone first.
+        crate::compact::recover(dir)?;
         let bases = list_segments(dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for pair in bases.windows(2) {
@@ -371,6 +375,7 @@ impl Partition {
     ) -> Result<u64, Error> {
         let record_count = u32::try_from(records.len()).unwrap_or(u32::MAX);
         self.append_batch(
+            None,
             PayloadKind::Records,
             records_payload_bytes(records),
             record_count,
@@ -396,6 +401,40 @@ impl Partition {
             )));
         }
         self.append_batch(
+            None,
+            PayloadKind::Opaque,
+            payload.len(),
+            record_count,
+            (first_timestamp_ms, max_timestamp_ms),
+            |out| out.extend_from_slice(payload),
+        )
+    }
+
+    /// [`Partition::append_payload`] at a given base offset, at or past
+    /// [`Partition::next_offset`]: a replica copying a leader whose log was
+    /// compacted receives batches with gaps between them, and keeps each
+    /// batch's offsets. The offsets skipped hold nothing.
+    pub fn append_payload_at(
+        &mut self,
+        base_offset: u64,
+        payload: &[u8],
+        record_count: u32,
+        first_timestamp_ms: i64,
+        max_timestamp_ms: i64,
+    ) -> Result<u64, Error> {
+        if max_timestamp_ms < first_timestamp_ms {
+            return Err(Error::InvalidArgument(format!(
+                "max_timestamp_ms {max_timestamp_ms} is before first_timestamp_ms {first_timestamp_ms}"
+            )));
+        }
+        if base_offset < self.next_offset() {
+            return Err(Error::InvalidArgument(format!(
+                "base offset {base_offset} is below the next offset {}; offsets only grow",
+                self.next_offset()
+            )));
+        }
+        self.append_batch(
+            Some(base_offset),
             PayloadKind::Opaque,
             payload.len(),
             record_count,
@@ -406,6 +445,7 @@ impl Partition {
 
     fn append_batch(
         &mut self,
+        at: Option<u64>,
         kind: PayloadKind,
         payload_bytes: usize,
         record_count: u32,
@@ -426,20 +466,23 @@ impl Partition {
                 limit_bytes: self.config.segment_bytes_max as usize,
             });
         }
-        if self.next_offset() + u64::from(record_count) > OFFSET_MAX {
+        let base_offset = at.unwrap_or_else(|| self.next_offset());
+        if base_offset.saturating_add(u64::from(record_count)) > OFFSET_MAX {
             return Err(Error::InvalidArgument(format!(
                 "the partition has handed out offsets up to {OFFSET_MAX}, the largest there is"
             )));
         }
         let active = self.active();
         let full = active.size_bytes + batch_bytes as u64 > self.config.segment_bytes_max
-            || active.next_offset + u64::from(record_count) - active.base_offset
-                > SEGMENT_OFFSETS_MAX;
+            || base_offset + u64::from(record_count) - active.base_offset > SEGMENT_OFFSETS_MAX;
         if full && active.size_bytes > 0 {
-            self.roll()?;
+            self.roll(base_offset)?;
+        } else if full {
+            return Err(Error::InvalidArgument(format!(
+                "base offset {base_offset} is too far past the active segment's base {}",
+                active.base_offset
+            )));
         }
-
-        let base_offset = self.next_offset();
         let header = BatchHeader {
             base_offset,
             batch_bytes: batch_bytes as u32,
@@ -527,8 +570,9 @@ impl Partition {
         Ok(base_offset)
     }
 
-    /// Closes the active segment and starts a new one at the next offset.
-    fn roll(&mut self) -> Result<(), Error> {
+    /// Closes the active segment and starts a new one at `next_base` (the
+    /// next offset, or the base of a batch appended past a gap).
+    fn roll(&mut self, next_base: u64) -> Result<(), Error> {
         let syncing = self.config.fsync != FsyncPolicy::Never;
         let segment = self
             .segments
@@ -547,7 +591,7 @@ impl Partition {
             // A closed segment is whole on disk before anything goes to the next one.
             segment.sync()?;
         }
-        let next = create_segment(&self.dir, segment.next_offset)?;
+        let next = create_segment(&self.dir, next_base.max(segment.next_offset))?;
         self.segments.push(next);
         if syncing {
             sync_dir(&self.dir)?;
@@ -589,19 +633,11 @@ impl Partition {
         if offset == next_offset {
             return Ok(());
         }
-        let at = self
-            .segments
-            .partition_point(|segment| segment.base_offset <= offset)
-            - 1;
-        let segment = &self.segments[at];
-        let relative = (offset - segment.base_offset) as u32;
-        let (mut position, first) = self
-            .find_batch(
-                segment,
-                segment.index.position_at_or_before(relative),
-                |header| header.next_offset() > offset,
-            )?
-            .ok_or_else(|| corrupt(&segment.paths[0], format!("no batch holds offset {offset}")))?;
+        // The batch holding `offset`, or (when compaction removed it) the
+        // first batch after it, which may be in a later segment.
+        let Some((segment, mut position, first)) = self.batch_at_or_after(offset)? else {
+            return Ok(());
+        };
         let want = (first.batch_bytes as usize)
             .max(max_bytes.min((segment.size_bytes - position) as usize));
         out.resize(want, 0);
@@ -620,7 +656,7 @@ impl Partition {
                 break;
             };
             let batch = &out[kept..kept + header.batch_bytes as usize];
-            if header.base_offset != expected || !checksum_holds(batch) {
+            if header.base_offset < expected || !checksum_holds(batch) {
                 return Err(corrupt(
                     &segment.paths[0],
                     format!("the batch at byte {position} does not read back whole"),
@@ -655,6 +691,36 @@ impl Partition {
         debug_assert_eq!(read, out.len(), "read_into returns whole batches");
         out.truncate(write);
         Ok(())
+    }
+
+    /// The segment, position and header of the batch holding `offset`, or of
+    /// the first batch after it when `offset` falls in a gap left by
+    /// compaction; `None` when no batch holds or follows it.
+    fn batch_at_or_after(
+        &self,
+        offset: u64,
+    ) -> Result<Option<(&Segment, u64, BatchHeader)>, Error> {
+        let at = self
+            .segments
+            .partition_point(|segment| segment.base_offset <= offset)
+            .max(1)
+            - 1;
+        for (nth, segment) in self.segments[at..].iter().enumerate() {
+            let start = if nth == 0 {
+                let relative = offset.saturating_sub(segment.base_offset);
+                segment
+                    .index
+                    .position_at_or_before(u32::try_from(relative).unwrap_or(u32::MAX))
+            } else {
+                0
+            };
+            if let Some((position, header)) =
+                self.find_batch(segment, start, |header| header.next_offset() > offset)?
+            {
+                return Ok(Some((segment, position, header)));
+            }
+        }
+        Ok(None)
     }
 
     /// Walks batch headers from `position` to the first for which `found`
@@ -717,6 +783,11 @@ impl Partition {
     /// so a crash leaves a shorter log, never a hole), the data file holding
     /// `offset` is cut and synced, and the last segment left is reopened as
     /// the active one, its indexes rebuilt.
+    ///
+    /// `offset` may also lie in a gap left by compaction: the cut is then at
+    /// the next batch, and `offset` is the next offset of this handle. (The
+    /// log keeps no end marker, so after a reopen the next offset is the end
+    /// of the last batch, at or below `offset`; offsets still only grow.)
     pub fn truncate_to(&mut self, offset: u64) -> Result<(), Error> {
         if let Some(reason) = &self.poisoned {
             return Err(Error::Poisoned {
@@ -741,23 +812,34 @@ impl Partition {
             - 1;
         let segment = &self.segments[at];
         let relative = (offset - segment.base_offset) as u32;
-        let (position, header) = self
-            .find_batch(
-                segment,
-                segment.index.position_at_or_before(relative),
-                |header| header.next_offset() > offset,
-            )?
-            .ok_or_else(|| corrupt(&segment.paths[0], format!("no batch holds offset {offset}")))?;
-        if header.base_offset != offset {
-            return Err(Error::InvalidArgument(format!(
-                "offset {offset} is inside the batch at offset {}; truncate at a batch boundary",
-                header.base_offset
-            )));
-        }
+        // In a gap left by compaction, the cut goes where the next batch starts
+        // (or at the end of the segment when none follows in it).
+        let position = match self.find_batch(
+            segment,
+            segment.index.position_at_or_before(relative),
+            |header| header.next_offset() > offset,
+        )? {
+            Some((_, header)) if header.base_offset < offset => {
+                return Err(Error::InvalidArgument(format!(
+                    "offset {offset} is inside the batch at offset {}; truncate at a batch boundary",
+                    header.base_offset
+                )));
+            }
+            Some((position, _)) => position,
+            None => segment.size_bytes,
+        };
         let result = self.cut(at, position);
         if let Err(error) = &result {
             self.poisoned = Some(format!("truncation failed: {error}"));
+            return result;
         }
+        // The active segment's batches may end before `offset` (a gap): the
+        // next offset is `offset` all the same, so offsets keep growing.
+        let active = self
+            .segments
+            .last_mut()
+            .expect("a partition always has an active segment");
+        active.next_offset = active.next_offset.max(offset);
         result
     }
 

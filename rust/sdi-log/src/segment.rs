@@ -6,7 +6,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::batch::{checksum_holds, BatchHeader};
-use crate::constants::{BATCH_HEADER_BYTES, OFFSET_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
+use crate::constants::{
+    BATCH_HEADER_BYTES, OFFSET_INDEX_ENTRY_BYTES, SEGMENT_OFFSETS_MAX, TIME_INDEX_ENTRY_BYTES,
+};
 use crate::error::{corrupt, io_error, Error};
 
 /// Offset index entry: the batch starting at `relative_offset` (from the
@@ -176,7 +178,8 @@ pub struct ScanOutcome {
 }
 
 /// Reads every batch of a data file, checks its header, checksum and offset
-/// (each batch must begin where the previous ended), and rebuilds the index
+/// (each batch must begin at or after where the previous ended: compaction
+/// leaves gaps), and rebuilds the index
 /// state. Stops at the first batch that fails; if any valid batch starts
 /// anywhere after that point, the damage is corruption and this is an error.
 pub fn scan(
@@ -198,6 +201,7 @@ pub fn scan(
         match read_checked_batch(
             file,
             path,
+            base_offset,
             position,
             length,
             outcome.next_offset,
@@ -239,10 +243,12 @@ pub fn scan(
 }
 
 /// The batch at `position` if it is whole, its checksum holds and it starts
-/// at `expected_offset`; its bytes are left in `batch`.
+/// at or after `expected_offset` (within the segment's offset span); its
+/// bytes are left in `batch`.
 fn read_checked_batch(
     file: &File,
     path: &Path,
+    segment_base: u64,
     position: u64,
     length: u64,
     expected_offset: u64,
@@ -251,7 +257,12 @@ fn read_checked_batch(
     let Some(header) = read_header_at(file, path, position)? else {
         return Ok(None);
     };
-    if header.base_offset != expected_offset || position + u64::from(header.batch_bytes) > length {
+    // Offsets only grow; a compacted segment (or a replica that copied one)
+    // has gaps between batches, so a batch may start past `expected_offset`.
+    if header.base_offset < expected_offset
+        || header.next_offset() - segment_base > SEGMENT_OFFSETS_MAX
+        || position + u64::from(header.batch_bytes) > length
+    {
         return Ok(None);
     }
     batch.resize(header.batch_bytes as usize, 0);

@@ -208,6 +208,55 @@ impl PyPartition {
         })
     }
 
+    /// Appends `payload` as one opaque batch of `record_count` offsets from
+    /// `base_offset`, which may lie past `next_offset` (a gap left by
+    /// compaction on the leader a replica copies); returns `base_offset`.
+    #[pyo3(signature = (base_offset, payload, record_count, first_timestamp_ms, max_timestamp_ms))]
+    fn append_payload_at(
+        &self,
+        py: Python<'_>,
+        base_offset: u64,
+        payload: &[u8],
+        record_count: u32,
+        first_timestamp_ms: i64,
+        max_timestamp_ms: i64,
+    ) -> PyResult<u64> {
+        self.with(py, |partition| {
+            partition.append_payload_at(
+                base_offset,
+                payload,
+                record_count,
+                first_timestamp_ms,
+                max_timestamp_ms,
+            )
+        })
+    }
+
+    /// Compacts the closed segments wholly below `up_to` (see
+    /// `sdi.mq.log.Partition.compact`); returns `(segments_before,
+    /// segments_after, bytes_before, bytes_after, records_removed,
+    /// tombstones_removed)`.
+    #[pyo3(signature = (up_to, now_ms, tombstone_retention_ms))]
+    fn compact(
+        &self,
+        py: Python<'_>,
+        up_to: u64,
+        now_ms: i64,
+        tombstone_retention_ms: u64,
+    ) -> PyResult<(usize, usize, u64, u64, u64, u64)> {
+        let outcome = self.with(py, |partition| {
+            partition.compact(up_to, now_ms, tombstone_retention_ms)
+        })?;
+        Ok((
+            outcome.segments_before,
+            outcome.segments_after,
+            outcome.bytes_before,
+            outcome.bytes_after,
+            outcome.records_removed,
+            outcome.tombstones_removed,
+        ))
+    }
+
     /// Whole batches from the one holding `offset`, as stored.
     #[pyo3(signature = (offset, max_bytes))]
     fn read<'py>(
