@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import threading
 import time
 import uuid
@@ -415,24 +414,6 @@ def test_kill_9_during_compaction_loses_no_committed_offset(
 # ----------------------------------------------------------------------
 
 
-def _port_block(taken: set[int]) -> int:
-    """A port p with p, p+1 and p+2 free (the broker and its etcd member's two)."""
-    for _ in range(200):
-        port = servers.free_port()
-        block = {port, port + 1, port + 2}
-        if block & taken or port + 2 > 65535:
-            continue
-        try:
-            for candidate in block:
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        taken |= block
-        return port
-    raise RuntimeError("no three consecutive free ports found")
-
-
 @pytest.fixture
 def compacting_cluster(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -441,7 +422,7 @@ def compacting_cluster(
     for name, value in FAST_COMPACTION.items():
         monkeypatch.setenv(name, value)
     taken: set[int] = set()
-    ports = [_port_block(taken) for _ in range(3)]
+    ports = [servers.free_port_block(taken) for _ in range(3)]
     peers = ",".join(f"{node}@127.0.0.1:{port}" for node, port in enumerate(ports))
     brokers = [
         BrokerProcess(

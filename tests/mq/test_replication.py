@@ -6,7 +6,6 @@ directory and its own etcd member; the clients are confluent-kafka's.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,29 +20,11 @@ from sdi.testing.broker import BrokerProcess, read_partitions
 BROKERS = 3
 
 
-def _port_block(taken: set[int]) -> int:
-    """A port p with p, p+1 and p+2 free (the broker and its etcd member's two)."""
-    for _ in range(200):
-        port = servers.free_port()
-        block = {port, port + 1, port + 2}
-        if block & taken or port + 2 > 65535:
-            continue
-        try:
-            for candidate in block:
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        taken |= block
-        return port
-    raise RuntimeError("no three consecutive free ports found")
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[BrokerProcess]]:
     servers.require_binary("etcd")
     taken: set[int] = set()
-    ports = [_port_block(taken) for _ in range(BROKERS)]
+    ports = [servers.free_port_block(taken) for _ in range(BROKERS)]
     peers = ",".join(f"{node}@127.0.0.1:{port}" for node, port in enumerate(ports))
     brokers = [
         BrokerProcess(

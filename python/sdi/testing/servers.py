@@ -91,6 +91,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_port_block(taken: set[int], width: int = 3, host: str = "127.0.0.1") -> int:
+    """A port ``p`` with ``p`` .. ``p + width - 1`` all free and none in ``taken``
+    (an mq broker and its etcd member's two ports); adds them to ``taken``."""
+    for _ in range(200):
+        port = free_port(host)
+        block = set(range(port, port + width))
+        if block & taken or port + width - 1 > 65535:
+            continue
+        try:
+            for candidate in block:
+                with socket.socket() as probe:
+                    probe.bind((host, candidate))
+        except OSError:
+            continue
+        taken |= block
+        return port
+    raise ServerError(f"no {width} consecutive free ports found")
+
+
 def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL and wait."""
     if process.poll() is not None:

@@ -278,6 +278,16 @@ fn open_active_segment(
     })
 }
 
+/// A batch's newest timestamp may not be older than its first.
+fn check_timestamps(first_timestamp_ms: i64, max_timestamp_ms: i64) -> Result<(), Error> {
+    if max_timestamp_ms < first_timestamp_ms {
+        return Err(Error::InvalidArgument(format!(
+            "max_timestamp_ms {max_timestamp_ms} is before first_timestamp_ms {first_timestamp_ms}"
+        )));
+    }
+    Ok(())
+}
+
 impl Partition {
     /// Opens the partition in `dir` (creating the directory and a first,
     /// empty segment if needed) and takes its exclusive lock; fails with
@@ -395,11 +405,7 @@ impl Partition {
         first_timestamp_ms: i64,
         max_timestamp_ms: i64,
     ) -> Result<u64, Error> {
-        if max_timestamp_ms < first_timestamp_ms {
-            return Err(Error::InvalidArgument(format!(
-                "max_timestamp_ms {max_timestamp_ms} is before first_timestamp_ms {first_timestamp_ms}"
-            )));
-        }
+        check_timestamps(first_timestamp_ms, max_timestamp_ms)?;
         self.append_batch(
             None,
             PayloadKind::Opaque,
@@ -422,11 +428,7 @@ impl Partition {
         first_timestamp_ms: i64,
         max_timestamp_ms: i64,
     ) -> Result<u64, Error> {
-        if max_timestamp_ms < first_timestamp_ms {
-            return Err(Error::InvalidArgument(format!(
-                "max_timestamp_ms {max_timestamp_ms} is before first_timestamp_ms {first_timestamp_ms}"
-            )));
-        }
+        check_timestamps(first_timestamp_ms, max_timestamp_ms)?;
         if base_offset < self.next_offset() {
             return Err(Error::InvalidArgument(format!(
                 "base offset {base_offset} is below the next offset {}; offsets only grow",
