@@ -74,7 +74,7 @@ from sdi.email.search import SearchIndex
 from sdi.email.store import MailStore, check_address
 from sdi.errors import InvalidArgument, SdiError, StorageError, Timeout
 from sdi.runtime.auth import Authenticator
-from sdi.runtime.http import Request, Response
+from sdi.runtime.http import MethodNotAllowedError, NotFoundError, Request, Response
 from sdi.runtime.text import is_decimal
 
 __all__ = ["BODY_BYTES_MAX", "EmailApi", "content_disposition"]
@@ -107,16 +107,6 @@ def content_disposition(filename: str) -> str:
     if not name.isascii():
         header += "; filename*=UTF-8''" + quote(name, safe="!#$&+-.^_`|~")
     return header
-
-
-class _NotFoundError(Exception):
-    pass
-
-
-class _MethodNotAllowedError(Exception):
-    def __init__(self, allowed: str) -> None:
-        super().__init__(allowed)
-        self.allowed = allowed
 
 
 def _single(query: dict[str, list[str]], name: str) -> str | None:
@@ -207,9 +197,9 @@ class EmailApi:
             return await self._route(request)
         except InvalidArgument as error:
             return Response.error(400, str(error))
-        except _NotFoundError as missing:
+        except NotFoundError as missing:
             return Response.error(404, str(missing))
-        except _MethodNotAllowedError as refused:
+        except MethodNotAllowedError as refused:
             response = Response.error(405, f"{request.method} is not allowed here")
             response.headers["allow"] = refused.allowed
             return response
@@ -241,7 +231,7 @@ class EmailApi:
         path, method = request.path, request.method
         parts = path.strip("/").split("/")
         if parts[:1] != ["v1"]:
-            raise _NotFoundError(f"no route {path!r}")
+            raise NotFoundError(f"no route {path!r}")
         route = parts[1:]
         if route == ["me"]:
             return Response.json(await self._run(self.store.user, user))
@@ -253,32 +243,32 @@ class EmailApi:
                 if not isinstance(name, str):
                     raise InvalidArgument("a folder needs a name")
                 return Response.json(await self._run(self.store.create_folder, user, name), 201)
-            raise _MethodNotAllowedError("GET, POST")
+            raise MethodNotAllowedError("GET, POST")
         if len(route) == 3 and route[0] == "folders" and route[2] == "messages":
             if method != "GET":
-                raise _MethodNotAllowedError("GET")
+                raise MethodNotAllowedError("GET")
             return Response.json(await self._run(self._folder_page, user, route[1], request.query))
         if route == ["messages"]:
             if method != "POST":
-                raise _MethodNotAllowedError("POST")
+                raise MethodNotAllowedError("POST")
             return Response.json(await self._run(self._send, user, _body(request)), 202)
         if len(route) in (2, 3, 4) and route[0] == "messages":
             if not is_decimal(route[1]):
-                raise _NotFoundError(f"there is no message {route[1][:40]!r}")
+                raise NotFoundError(f"there is no message {route[1][:40]!r}")
             message_id = int(route[1])
             if len(route) == 4:
                 if route[2] != "attachments":
-                    raise _NotFoundError(f"no route {path!r}")
+                    raise NotFoundError(f"no route {path!r}")
                 if method != "GET":
-                    raise _MethodNotAllowedError("GET")
+                    raise MethodNotAllowedError("GET")
                 if not is_decimal(route[3]):
-                    raise _NotFoundError(f"there is no attachment {route[3][:40]!r}")
+                    raise NotFoundError(f"there is no attachment {route[3][:40]!r}")
                 return await self._run(self._attachment, user, message_id, int(route[3]))
             if len(route) == 3:
                 if route[2] != "raw":
-                    raise _NotFoundError(f"no route {path!r}")
+                    raise NotFoundError(f"no route {path!r}")
                 if method != "GET":
-                    raise _MethodNotAllowedError("GET")
+                    raise MethodNotAllowedError("GET")
                 raw = await self._run(self._raw, user, message_id)
                 return Response(200, raw, {"content-type": "message/rfc822"})
             if method == "GET":
@@ -290,18 +280,18 @@ class EmailApi:
             if method == "DELETE":
                 await self._run(self._delete, user, message_id)
                 return Response(204)
-            raise _MethodNotAllowedError("GET, PUT, DELETE")
+            raise MethodNotAllowedError("GET, PUT, DELETE")
         if route == ["search"]:
             if method != "GET":
-                raise _MethodNotAllowedError("GET")
+                raise MethodNotAllowedError("GET")
             return Response.json(await self._run(self._search, user, request.query))
-        raise _NotFoundError(f"no route {path!r}")
+        raise NotFoundError(f"no route {path!r}")
 
     # -- the routes' blocking parts
 
     def _folder_page(self, user: str, folder: str, query: dict[str, list[str]]) -> dict[str, Any]:
         if not self.store.has_folder(user, folder):
-            raise _NotFoundError(f"there is no folder {folder[:60]!r}")
+            raise NotFoundError(f"there is no folder {folder[:60]!r}")
         limit = _limit(query)
         messages = self.store.list_messages(user, folder, limit, _int(query, "before"))
         next_before = messages[-1]["id"] if len(messages) == limit else None
@@ -310,7 +300,7 @@ class EmailApi:
     def _existing(self, user: str, message_id: int) -> dict[str, Any]:
         message = self.store.message(user, message_id)
         if message is None:
-            raise _NotFoundError(f"there is no message {message_id}")
+            raise NotFoundError(f"there is no message {message_id}")
         return message
 
     def _raw(self, user: str, message_id: int) -> bytes:
@@ -333,7 +323,7 @@ class EmailApi:
         raw = self.blobs.get(self._existing(user, message_id)["blob"])
         found = attachment(raw, index)
         if found is None:
-            raise _NotFoundError(f"message {message_id} has no attachment {index}")
+            raise NotFoundError(f"message {message_id} has no attachment {index}")
         described, content_type, data = found
         headers = {
             "content-type": content_type,
@@ -354,13 +344,13 @@ class EmailApi:
             raise InvalidArgument("folder must be a folder id")
         message = self.store.update_message(user, message_id, read=read, folder=folder)
         if message is None:
-            raise _NotFoundError(f"there is no message {message_id}")
+            raise NotFoundError(f"there is no message {message_id}")
         self.index.set_attrs(user, message_id, folder=message["folder"], read=message["read"])
         return message
 
     def _delete(self, user: str, message_id: int) -> None:
         if not self.store.delete_message(user, message_id):
-            raise _NotFoundError(f"there is no message {message_id}")
+            raise NotFoundError(f"there is no message {message_id}")
         self.index.delete(user, message_id)
 
     def _search(self, user: str, query: dict[str, list[str]]) -> dict[str, Any]:

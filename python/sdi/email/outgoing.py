@@ -95,6 +95,16 @@ def backoff(attempts: int, base_s: float, cap_s: float) -> float:
     return float(min(cap_s, base_s * 2 ** max(0, min(attempts - 1, 40))))
 
 
+async def back_off(
+    failures: int, doing: str, error: BaseException, base_s: float = 1.0, cap_s: float = 30.0
+) -> None:
+    """After the ``failures``-th failure in a row of a loop's step (the database or a store
+    is down, say): logs it and sleeps the :func:`backoff` delay."""
+    delay = backoff(failures, base_s, cap_s)
+    logger.warning("email: cannot %s (%s); trying again in %.1f s", doing, error, delay)
+    await asyncio.sleep(delay)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How outgoing rows are retried: ``base_s * 2**(attempts-1)`` capped at ``cap_s``,
@@ -268,12 +278,7 @@ class OutgoingWorkers:
                     store_failures = 0
                 except Exception as error:  # the database is down: try again later
                     store_failures += 1
-                    delay = backoff(store_failures, 1.0, 30.0)
-                    logger.warning(
-                        "email: cannot read the outgoing queue (%s); trying again in %.0f s",
-                        error, delay,
-                    )  # fmt: skip
-                    await asyncio.sleep(delay)
+                    await back_off(store_failures, "read the outgoing queue", error)
                     continue
                 if due:
                     for entry in due:

@@ -93,7 +93,7 @@ from urllib.parse import urlsplit
 from sdi.email.api import BODY_BYTES_MAX, EmailApi
 from sdi.email.blobs import GC_GRACE_S, GC_INTERVAL_S, Blobs, GcReport, collect_garbage, open_blobs
 from sdi.email.lsmindex import LsmSearchIndex
-from sdi.email.outgoing import OutgoingWorkers, RetryPolicy, backoff
+from sdi.email.outgoing import OutgoingWorkers, RetryPolicy, back_off, backoff
 from sdi.email.pipeline import ATTACHMENT_BYTES_MAX, Pipeline
 from sdi.email.push import PushHub
 from sdi.email.search import ScanIndex, SearchIndex, apply_changes, change_ops
@@ -669,12 +669,7 @@ class EmailService(Service):
                         store_failures = 0
                     except Exception as error:  # the database is down: try again later
                         store_failures += 1
-                        delay = backoff(store_failures, 1.0, 30.0)
-                        logger.warning(
-                            "email: cannot claim incoming mail (%s); trying again in %.0f s",
-                            error, delay,
-                        )  # fmt: skip
-                        await asyncio.sleep(delay)
+                        await back_off(store_failures, "claim incoming mail", error)
                         continue
                 fresh = [e for e in entries if e.id not in ours]
                 now = time.monotonic()
@@ -795,7 +790,6 @@ class EmailService(Service):
         while True:
             trim = time.monotonic() >= next_trim
             future = asyncio.ensure_future(asyncio.to_thread(step, trim))
-            delay = self.follow_interval_s
             try:
                 await asyncio.shield(future)
                 failures = 0
@@ -807,12 +801,9 @@ class EmailService(Service):
                 raise
             except Exception as error:
                 failures += 1
-                delay = backoff(failures, 0.5, 10.0)
-                logger.warning(
-                    "email: cannot follow the change log (%s); trying again in %.1f s",
-                    error, delay,
-                )  # fmt: skip
-            await asyncio.sleep(delay)
+                await back_off(failures, "follow the change log", error, 0.5, 10.0)
+                continue
+            await asyncio.sleep(self.follow_interval_s)
 
     async def stop(self) -> None:
         for server in self._servers:

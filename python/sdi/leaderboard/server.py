@@ -200,13 +200,14 @@ class LeaderboardServer:
             return
         # Every change passes here as the command the log gets: the keys it names
         # are the keys it changed, which breaks their WATCHes.
-        name = argv[0].lower()
-        if name in (b"flushall", b"flushdb"):
-            self.resp.touch_all()
-        elif name in (b"del", b"unlink", b"rename", b"renamenx"):
-            self.resp.touch(argv[1:])
-        else:
-            self.resp.touch(argv[1:2])
+        if self.resp.watching:
+            name = argv[0].lower()
+            if name in (b"flushall", b"flushdb"):
+                self.resp.touch_all()
+            elif name in (b"del", b"unlink", b"rename", b"renamenx"):
+                self.resp.touch(argv[1:])
+            else:
+                self.resp.touch(argv[1:2])
         self.changes += 1
         if self.aof is not None:
             self.aof.append(argv)

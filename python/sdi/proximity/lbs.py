@@ -82,7 +82,7 @@ from sdi.proximity.store import (
     parse_business,
 )
 from sdi.runtime.auth import Authenticator
-from sdi.runtime.http import Request, Response
+from sdi.runtime.http import MethodNotAllowedError, NotFoundError, Request, Response
 from sdi.runtime.text import is_decimal
 
 __all__ = [
@@ -105,16 +105,6 @@ _TOKEN_MAC_BYTES = 16
 _T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
-
-
-class _NotFoundError(Exception):
-    pass
-
-
-class _MethodNotAllowedError(Exception):
-    def __init__(self, allowed: str) -> None:
-        super().__init__(allowed)
-        self.allowed = allowed
 
 
 def _b64(data: bytes) -> str:
@@ -394,7 +384,7 @@ class ProximityApi:
         fields = parse_business(data)
         result = self.store.update(business_id, fields)
         if result is None:
-            raise _NotFoundError(business_id)
+            raise NotFoundError(business_id)
         old, new = result
         self._after_write(
             business_id, [(old.latitude, old.longitude), (new.latitude, new.longitude)]
@@ -404,13 +394,13 @@ class ProximityApi:
     def delete(self, business_id: int) -> None:
         old = self.store.delete(business_id)
         if old is None:
-            raise _NotFoundError(business_id)
+            raise NotFoundError(business_id)
         self._after_write(business_id, [(old.latitude, old.longitude)])
 
     def get(self, business_id: int) -> Business:
         found = self._objects([business_id]).get(business_id)
         if found is None:
-            raise _NotFoundError(business_id)
+            raise NotFoundError(business_id)
         return found
 
     # -- HTTP ------------------------------------------------------------------------------------
@@ -421,9 +411,9 @@ class ProximityApi:
             return await self._route(request)
         except InvalidArgument as error:
             return Response.error(400, str(error))
-        except _NotFoundError as missing:
+        except NotFoundError as missing:
             return Response.error(404, f"there is no business with id {missing.args[0]}")
-        except _MethodNotAllowedError as refused:
+        except MethodNotAllowedError as refused:
             response = Response.error(405, f"{request.method} is not allowed here")
             response.headers["allow"] = refused.allowed
             return response
@@ -444,11 +434,11 @@ class ProximityApi:
                 return response
         if path == "/v1/search/nearby":
             if method not in ("GET", "HEAD"):
-                raise _MethodNotAllowedError("GET, HEAD")
+                raise MethodNotAllowedError("GET, HEAD")
             return Response.json(await self._run(self._search_request, request.query))
         if path == "/v1/businesses":
             if method != "POST":
-                raise _MethodNotAllowedError("POST")
+                raise MethodNotAllowedError("POST")
             data = _body(request)
             business = await self._run(self.create, data)
             response = Response.json(business.to_json(), 201)
@@ -464,7 +454,7 @@ class ProximityApi:
             if method == "DELETE":
                 await self._run(self.delete, business_id)
                 return Response(204)
-            raise _MethodNotAllowedError("GET, HEAD, PUT, DELETE")
+            raise MethodNotAllowedError("GET, HEAD, PUT, DELETE")
         if path == "/v1/stats":
             return Response.json(self.stats())
         return Response.error(

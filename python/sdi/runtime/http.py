@@ -37,7 +37,15 @@ from urllib.parse import parse_qs, urlsplit
 from sdi.runtime.service import close_connections
 from sdi.runtime.text import is_decimal
 
-__all__ = ["ErrorFactory", "HttpServer", "Request", "Response", "json_error"]
+__all__ = [
+    "ErrorFactory",
+    "HttpServer",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "Request",
+    "Response",
+    "json_error",
+]
 
 REQUEST_HEAD_BYTES_MAX = 16 * 1024
 REQUEST_BODY_BYTES_MAX = 1024 * 1024
@@ -101,6 +109,18 @@ ErrorFactory = Callable[[int, str, str], Response]
 def json_error(status: int, code: str, message: str) -> Response:
     """The default error response: ``{"error": message, "status": status}``."""
     return Response.error(status, message)
+
+
+class NotFoundError(Exception):
+    """A router's "no such resource": its handler answers 404 with the message."""
+
+
+class MethodNotAllowedError(Exception):
+    """A router's "wrong method": its handler answers 405 with ``Allow: allowed``."""
+
+    def __init__(self, allowed: str) -> None:
+        super().__init__(allowed)
+        self.allowed = allowed
 
 
 class _BadRequestError(Exception):

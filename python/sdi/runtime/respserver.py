@@ -594,11 +594,14 @@ class RespServer:
         client.watched.clear()
         client.watch_broken = False
 
+    @property
+    def watching(self) -> bool:
+        """Whether any client watches a key (so changes need :meth:`touch`)."""
+        return bool(self._watchers)
+
     def touch(self, keys: Iterable[bytes]) -> None:
         """Called by the data's owner with the keys a change touched (Redis's
         ``signalModifiedKey``): their watchers' next EXEC fails."""
-        if not self._watchers:
-            return
         for key in keys:
             for client in self._watchers.get(key, ()):
                 client.watch_broken = True

@@ -249,24 +249,30 @@ impl Memtable {
         }
     }
 
-    /// The cell of `key`, if it is here.
-    fn find(&self, key: &[u8], hash: u64) -> Option<&Cell> {
-        if self.table.is_empty() {
-            return None;
-        }
+    /// Where `key` is in the table (`Ok`), or the empty cell where it would
+    /// go (`Err`); the table must not be empty.
+    fn probe(&self, key: &[u8], hash: u64) -> std::result::Result<usize, usize> {
         let mask = self.table.len() - 1;
         let mut at = hash as usize & mask;
         let head = key_head(key);
         loop {
             let cell = &self.table[at];
             if cell.slot == NONE {
-                return None;
+                return Err(at);
             }
             if self.holds(cell, key, head) {
-                return Some(cell);
+                return Ok(at);
             }
             at = (at + 1) & mask;
         }
+    }
+
+    /// The cell of `key`, if it is here.
+    fn find(&self, key: &[u8], hash: u64) -> Option<&Cell> {
+        if self.table.is_empty() {
+            return None;
+        }
+        self.probe(key, hash).ok().map(|at| &self.table[at])
     }
 
     fn grow(&mut self) {
@@ -288,19 +294,11 @@ impl Memtable {
         if (self.hashes.len() + 1) * 2 > self.table.len() {
             self.grow();
         }
-        let mask = self.table.len() - 1;
-        let mut at = hash as usize & mask;
+        let at = match self.probe(key, hash) {
+            Ok(found) => return found,
+            Err(empty) => empty,
+        };
         let head = key_head(key);
-        loop {
-            let cell = &self.table[at];
-            if cell.slot == NONE {
-                break;
-            }
-            if self.holds(cell, key, head) {
-                return at;
-            }
-            at = (at + 1) & mask;
-        }
         let slot = self.hashes.len() as u32;
         let cell = Cell {
             head_bytes: head,
